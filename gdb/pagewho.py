@@ -1,0 +1,447 @@
+"""pagewho inside gdb: who owns this page frame?
+
+    (gdb) source /path/to/pagewho/gdb/pagewho.py
+    (gdb) pagewho 0x12345
+    (gdb) print $pagewho_owner(0x12345)
+
+Works on a live kernel behind QEMU's gdbstub (``target remote``) and on ELF
+vmcores that gdb can read (``gdb vmlinux vmcore.elf``).  Everything the user
+sees comes from the shared core (``pagewho.command.run``); this file only
+adapts gdb's Python API to the :class:`pagewho.target.Target` protocol.
+See docs/gdb.md.
+
+gdb API used (gdb manual, "Extending GDB" > "Python API"):
+``Inferior.read_memory`` (Inferiors In Python), ``gdb.lookup_type`` and
+``Type.fields`` (Types In Python), ``lookup_global_symbol`` /
+``lookup_static_symbol`` (Symbols In Python), ``gdb.Command`` (Commands In
+Python), ``gdb.Function`` (Functions In Python), ``gdb.events`` (Events In
+Python).  pagewho never writes to the inferior: there is no write path here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections import OrderedDict
+
+import gdb  # provided by gdb's embedded Python
+
+# The core is plain Python in the repository root, next to this directory.
+# gdb's Python is the system one, not the project's virtualenv.
+_REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+from pagewho import command
+from pagewho.target import FaultError, Target, TargetError
+
+PAGE = 4096
+#: reads this large bypass the page cache (struct page arrays, summaries)
+BULK = 64 * 1024
+#: pages kept by the read cache (16 MiB)
+CACHE_PAGES = 4096
+
+#: x86-64 kernel image window (__START_KERNEL_map, KERNEL_IMAGE_SIZE with
+#: KASLR) and the alignment of the KASLR slide (CONFIG_PHYSICAL_ALIGN;
+#: 2 MiB on Debian, and the smallest value x86-64 allows).
+KERNEL_MAP = 0xFFFFFFFF80000000
+KERNEL_MAP_END = 0xFFFFFFFFC0000000
+KASLR_ALIGN = 0x200000
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.$]*$")
+_MEMBER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
+
+
+class GdbTarget(Target):
+    """A :class:`Target` over gdb's selected inferior and loaded symbols."""
+
+    name = "gdb"
+
+    def __init__(self) -> None:
+        self.inferior = gdb.selected_inferior()
+        conn = getattr(self.inferior, "connection", None)
+        # "remote"/"extended-remote" is a gdbstub: the memory is live
+        self.live = getattr(conn, "type", "") in ("remote", "extended-remote")
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._types: dict[str, gdb.Type | None] = {}
+        self._slide: int | None = None
+        self.notes: list[str] = []
+
+    # -- memory -----------------------------------------------------------
+
+    def forget_memory(self) -> None:
+        """Drop cached memory (the guest ran, or a new command starts)."""
+        self._cache.clear()
+
+    def _raw(self, address: int, size: int) -> bytes:
+        try:
+            return self.inferior.read_memory(address, size).tobytes()
+        except gdb.MemoryError as e:
+            raise FaultError(address, size, str(e)) from None
+        except (gdb.error, OverflowError, ValueError) as e:
+            raise FaultError(address, size, str(e)) from None
+
+    def read(self, address: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        if address < 0 or address + size > 1 << 64:
+            raise FaultError(address, size, "address out of range")
+        if size >= BULK:
+            return self._raw(address, size)
+        first = address & ~(PAGE - 1)
+        last = (address + size - 1) & ~(PAGE - 1)
+        pages = range(first, last + PAGE, PAGE)
+        missing = [p for p in pages if p not in self._cache]
+        if missing:
+            self._fill(missing)
+        blob = b"".join(self._page(p) for p in pages)
+        start = address - first
+        return blob[start:start + size]
+
+    def _fill(self, missing: list[int]) -> None:
+        """Read runs of adjacent missing pages with one request each; if a
+        run faults, read it page by page so a good page is still cached."""
+        runs: list[tuple[int, int]] = []
+        for p in missing:
+            if runs and runs[-1][0] + runs[-1][1] * PAGE == p:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            else:
+                runs.append((p, 1))
+        for start, count in runs:
+            try:
+                data = self._raw(start, count * PAGE)
+            except FaultError:
+                if count == 1:
+                    raise
+                for i in range(count):
+                    self._store(start + i * PAGE, self._raw(start + i * PAGE, PAGE))
+                continue
+            for i in range(count):
+                self._store(start + i * PAGE, data[i * PAGE:(i + 1) * PAGE])
+
+    def _store(self, page: int, data: bytes) -> None:
+        self._cache[page] = data
+        if len(self._cache) > CACHE_PAGES:
+            self._cache.popitem(last=False)
+
+    def _page(self, page: int) -> bytes:
+        data = self._cache.get(page)
+        if data is None:  # evicted while assembling a large read
+            data = self._raw(page, PAGE)
+        return data
+
+    # -- types ------------------------------------------------------------
+
+    def _type(self, type_name: str) -> gdb.Type | None:
+        if type_name not in self._types:
+            try:
+                t: gdb.Type | None = gdb.lookup_type(type_name).strip_typedefs()
+            except gdb.error:
+                t = None
+            self._types[type_name] = t
+        return self._types[type_name]
+
+    def sizeof(self, type_name: str) -> int | None:
+        t = self._type(type_name)
+        if t is None or t.code == gdb.TYPE_CODE_VOID:
+            return None
+        try:
+            return t.sizeof
+        except gdb.error:  # incomplete type
+            return None
+
+    def _member(self, type_name: str, member: str) -> tuple[int, gdb.Type] | None:
+        """(byte offset, type) of a dotted member, through anonymous
+        unions/structs and "[n]" subscripts, like C and drgn.offsetof."""
+        t = self._type(type_name)
+        if t is None:
+            return None
+        offset = 0
+        for part in member.split("."):
+            m = _MEMBER.fullmatch(part)
+            if m is None or t.code not in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+                return None
+            found = _find_field(t, m.group(1))
+            if found is None:
+                return None
+            bits, t = found
+            if bits % 8:
+                return None  # a bit-field has no byte offset
+            offset += bits // 8
+            for index in re.findall(r"\[(\d+)\]", m.group(2)):
+                if t.code != gdb.TYPE_CODE_ARRAY:
+                    return None
+                t = t.target().strip_typedefs()
+                offset += int(index) * t.sizeof
+        return offset, t
+
+    def offsetof(self, type_name: str, member: str) -> int | None:
+        found = self._member(type_name, member)
+        return None if found is None else found[0]
+
+    def member_size(self, type_name: str, member: str) -> int | None:
+        found = self._member(type_name, member)
+        return None if found is None else found[1].sizeof
+
+    def enumerators(self, enum_name: str) -> dict[str, int] | None:
+        t = self._type(enum_name)
+        if t is None or t.code != gdb.TYPE_CODE_ENUM:
+            return None
+        # Type.fields() of an enum: one Field per enumerator, value in enumval
+        return {f.name: int(f.enumval) for f in t.fields()}
+
+    def enum_value(self, name: str) -> int | None:
+        if not _NAME.match(name):
+            return None
+        for lookup in (gdb.lookup_static_symbol, gdb.lookup_global_symbol):
+            try:
+                sym = lookup(name, gdb.SYMBOL_VAR_DOMAIN)
+            except gdb.error:
+                sym = None
+            if sym is not None and sym.addr_class == gdb.SYMBOL_LOC_CONST:
+                return int(sym.value())
+        return None
+
+    # -- symbols and KASLR ------------------------------------------------
+
+    def _link_address(self, name: str) -> int | None:
+        """The address gdb's symbol tables give ``name`` (not KASLR-adjusted)."""
+        if not _NAME.match(name):
+            return None
+        for lookup in (gdb.lookup_global_symbol, gdb.lookup_static_symbol):
+            try:
+                sym = lookup(name)
+            except gdb.error:
+                continue
+            if sym is not None and sym.addr_class in (gdb.SYMBOL_LOC_STATIC, gdb.SYMBOL_LOC_BLOCK):
+                try:
+                    return int(sym.value().address)
+                except (gdb.error, TypeError):
+                    pass
+        # minimal (ELF) symbols without debug info, e.g. _text, __per_cpu_start
+        try:
+            return int(gdb.parse_and_eval(f"(unsigned long)&'{name}'"))
+        except gdb.error:
+            return None
+
+    def slide(self) -> int:
+        """What to add to gdb's symbol addresses to get the running kernel's.
+
+        0 when gdb's symbols match the kernel (no KASLR, or the user already
+        relocated them with ``symbol-file -o``).  Found by looking for the
+        kernel's ``linux_banner`` at every KASLR-aligned place of the kernel
+        image window: an unmapped place fails fast, and only the real one
+        holds "Linux version".
+        """
+        if self._slide is not None:
+            return self._slide
+        banner = self._link_address("linux_banner")
+        if banner is None:
+            raise TargetError("no kernel symbols: load the vmlinux that matches the kernel "
+                              "(file /path/to/vmlinux)")
+        if self._is_banner(banner):
+            self._slide = 0
+            return 0
+        lo = KERNEL_MAP + (banner - KERNEL_MAP) % KASLR_ALIGN
+        for address in range(lo, KERNEL_MAP_END, KASLR_ALIGN):
+            if address != banner and self._is_banner(address):
+                self._slide = address - banner
+                break
+        else:
+            raise TargetError(_no_kernel_message(self))
+        self.forget_memory()
+        return self._slide
+
+    def _is_banner(self, address: int) -> bool:
+        try:
+            return self._raw(address, 14) == b"Linux version "
+        except FaultError:
+            return False
+
+    def symbol(self, name: str) -> int | None:
+        address = self._link_address(name)
+        if address is None:
+            return None
+        if KERNEL_MAP <= address < KERNEL_MAP_END:  # not per-cpu offsets or absolutes
+            address += self.slide()
+        return address
+
+    def symbolize(self, address: int) -> str | None:
+        try:
+            address -= self.slide()
+            # "info symbol" uses the minimal (ELF) symbols, as drgn does
+            text = gdb.execute(f"info symbol {address:#x}", to_string=True)
+        except (gdb.error, TargetError):
+            return None
+        m = re.match(r"(\S+)(?: \+ (\d+))? in section", text)
+        if m is None:
+            return None
+        return f"{m.group(1)}+{int(m.group(2) or 0):#x}"
+
+    # -- kernel facts -----------------------------------------------------
+
+    def vmcoreinfo(self) -> str | None:
+        data, size = self.symbol("vmcoreinfo_data"), self.symbol("vmcoreinfo_size")
+        if data is None or size is None:
+            return None
+        try:
+            n = self.read_u64(size)
+            if not 0 < n <= 1 << 20:
+                return None
+            return self.read(self.read_u64(data), n).decode("ascii", "replace")
+        except FaultError:
+            return None
+
+    def release(self) -> str:
+        uts = self.symbol("init_uts_ns")
+        off = self.offsetof("struct uts_namespace", "name.release")
+        if uts is None or off is None:
+            raise TargetError("no init_uts_ns in the symbols: is this a Linux vmlinux?")
+        return self.read_cstring(uts + off, 65).decode("ascii", "replace")
+
+    def kaslr_offset(self) -> int:
+        """The kernel's KASLR offset from its link address (VMCOREINFO
+        KERNELOFFSET), or gdb's slide when VMCOREINFO does not say."""
+        info = self.vmcoreinfo() or ""
+        m = re.search(r"^KERNELOFFSET=([0-9a-fA-F]+)$", info, re.MULTILINE)
+        return int(m.group(1), 16) if m else self.slide()
+
+
+def _find_field(t: gdb.Type, name: str) -> tuple[int, gdb.Type] | None:
+    """(bit position, type) of ``name`` in ``t`` or its anonymous members."""
+    for f in t.fields():
+        if f.name == name:
+            return f.bitpos, f.type.strip_typedefs()
+        if not f.name and not f.is_base_class:
+            inner = f.type.strip_typedefs()
+            if inner.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+                found = _find_field(inner, name)
+                if found is not None:
+                    return f.bitpos + found[0], found[1]
+    return None
+
+
+def _core_has_no_vaddrs() -> bool:
+    """True when the inferior is a core file gdb cannot read kernel virtual
+    addresses from."""
+    try:
+        files = gdb.execute("info files", to_string=True)
+    except gdb.error:
+        return False
+    return "core dump file" in files
+
+
+def _no_kernel_message(target: GdbTarget) -> str:
+    if not target.live and _core_has_no_vaddrs():
+        return ("gdb cannot read kernel virtual memory from this core (a QEMU "
+                "'dump-guest-memory' without -p, or a kdump-compressed file): use "
+                "'dump-guest-memory -p', or the command line: pagewho --vmcore FILE "
+                "--vmlinux VMLINUX")
+    return ("cannot find the kernel's linux_banner in memory: the vmlinux does not match "
+            "this kernel, or the guest is stopped where kernel memory is not mapped")
+
+
+# -- gdb glue ------------------------------------------------------------
+
+_target: GdbTarget | None = None
+
+
+def target() -> GdbTarget:
+    """The target for the selected inferior, made once and reset by events."""
+    global _target
+    inf = gdb.selected_inferior()
+    if _target is None or _target.inferior != inf:
+        _target = GdbTarget()
+        old = _target.slide()
+        if old:
+            gdb.write(f"pagewho: KASLR: the kernel runs {old:#x} above gdb's symbols; pagewho "
+                      f"adjusts; for gdb itself: {_relocate_command(_target)}\n",
+                      gdb.STDERR)
+    elif _target.live:
+        _target.forget_memory()
+    return _target
+
+
+def _relocate_command(t: GdbTarget) -> str:
+    prog = gdb.current_progspace().filename or "vmlinux"
+    return f"symbol-file -o {t.kaslr_offset():#x} {prog}"
+
+
+def _reset(*_args: object) -> None:
+    global _target
+    _target = None
+
+
+def _forget_memory(*_args: object) -> None:
+    if _target is not None:
+        _target.forget_memory()
+
+
+# Events In Python: symbols or the target changed -> start over; the
+# inferior ran or memory changed -> drop cached memory.
+gdb.events.new_objfile.connect(_reset)
+gdb.events.clear_objfiles.connect(_reset)
+gdb.events.exited.connect(_reset)
+gdb.events.cont.connect(_forget_memory)
+gdb.events.stop.connect(_forget_memory)
+gdb.events.memory_changed.connect(_forget_memory)
+
+
+class PagewhoCommand(gdb.Command):
+    """Who owns a page frame: pagewho [options] PFN...
+
+Same arguments and output as the pagewho command line; "pagewho --help"
+lists them.  Reads the selected inferior: a kernel behind QEMU's gdbstub or
+an ELF vmcore.  Never writes to it."""
+
+    def __init__(self) -> None:
+        super().__init__("pagewho", gdb.COMMAND_DATA)
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        try:
+            argv = gdb.string_to_argv(arg)
+        except gdb.error as e:
+            raise gdb.GdbError(f"pagewho: {e}") from None
+        status = _guarded(lambda: command.run(target(), argv, gdb.write))
+        if status:
+            # the core already printed its one line; make gdb scripts stop
+            raise gdb.GdbError(f"pagewho: exit status {status}")
+
+
+class PagewhoOwner(gdb.Function):
+    """$pagewho_owner(PFN): the owner kind of the page frame, as a string
+(e.g. "slab", "buddy", "anon")."""
+
+    def __init__(self) -> None:
+        super().__init__("pagewho_owner")
+
+    def invoke(self, pfn: gdb.Value) -> str:
+        kind = getattr(command, "owner_kind", None)
+        if kind is None:
+            raise gdb.GdbError("pagewho: this pagewho core has no owner_kind()")
+        try:
+            number = int(pfn)
+        except (gdb.error, TypeError, ValueError):
+            raise gdb.GdbError("pagewho: $pagewho_owner wants a page frame number") from None
+        return _guarded(lambda: kind(target(), number))
+
+
+def _guarded(call):  # type: ignore[no-untyped-def]
+    """Run ``call`` so that nothing but a one-line gdb.GdbError leaves it."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        raise gdb.GdbError("pagewho: interrupted") from None
+    except gdb.GdbError:
+        raise
+    except TargetError as e:
+        raise gdb.GdbError(f"pagewho: {e}") from None
+    except gdb.error as e:
+        raise gdb.GdbError(f"pagewho: gdb: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- a bug in pagewho: one line, never a traceback
+        raise gdb.GdbError(f"pagewho: internal error: {type(e).__name__}: {e}") from None
+
+
+PagewhoCommand()
+PagewhoOwner()
