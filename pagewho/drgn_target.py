@@ -14,14 +14,14 @@ class DrgnTarget(Target):
 
     name = "drgn"
 
-    def __init__(self, prog: "drgn.Program", live: bool = False) -> None:
+    def __init__(self, prog: drgn.Program, live: bool = False) -> None:
         self.prog = prog
         self.live = live
         self._types: Dict[str, Optional[drgn.Type]] = {}
         self._enum_cache: Optional[Dict[str, int]] = None
 
     @classmethod
-    def open(cls, vmcore: Optional[str], vmlinux: Optional[str]) -> "DrgnTarget":
+    def open(cls, vmcore: Optional[str], vmlinux: Optional[str]) -> DrgnTarget:
         """Open a vmcore (ELF or kdump-compressed), or the running kernel
         through /proc/kcore when ``vmcore`` is None."""
         prog = drgn.Program()
@@ -55,7 +55,7 @@ class DrgnTarget(Target):
         except (ValueError, OverflowError) as e:
             raise FaultError(address, size, str(e)) from None
 
-    def _type(self, type_name: str) -> Optional["drgn.Type"]:
+    def _type(self, type_name: str) -> Optional[drgn.Type]:
         if type_name not in self._types:
             try:
                 self._types[type_name] = self.prog.type(type_name)
@@ -148,7 +148,7 @@ class DrgnTarget(Target):
         return "%s+%#x" % (sym.name, address - sym.address)
 
 
-def _has_vmlinux(prog: "drgn.Program") -> bool:
+def _has_vmlinux(prog: drgn.Program) -> bool:
     try:
         prog.type("struct page")
         return True

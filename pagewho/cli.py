@@ -1,0 +1,75 @@
+"""The `pagewho` command line: scripted postmortems over drgn.
+
+    pagewho --vmcore VMCORE --vmlinux VMLINUX PFN...
+    pagewho --vmcore VMCORE --vmlinux VMLINUX --summary --json
+    pagewho PFN...                      # the running kernel, via /proc/kcore (root)
+
+Everything after the dump options is the shared command (pagewho.command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from .command import make_parser, run
+from .target import TargetError
+
+
+def _split_args(argv: List[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--vmcore", "-c")
+    p.add_argument("--vmlinux", "-k")
+    ns, rest = p.parse_known_args(argv)
+    ns.rest = rest
+    return ns
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``pagewho`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    ns = _split_args(argv)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+
+    if any(a in ("-h", "--help") for a in ns.rest) or not ns.rest:
+        parser = make_parser(write)
+        write("usage: pagewho [--vmcore VMCORE] [--vmlinux VMLINUX] ARGS...\n"
+              "  --vmcore, -c  the dump (ELF or kdump-compressed); default: the running\n"
+              "                kernel through /proc/kcore (needs root)\n"
+              "  --vmlinux, -k the matching vmlinux with debug info; default: drgn's search\n\n")
+        try:
+            parser.parse_args(["--help"])
+        except Exception:
+            pass
+        return 0 if ns.rest else 2
+    if ns.vmcore and not os.path.exists(ns.vmcore):
+        sys.stderr.write("pagewho: %s: no such file\n" % ns.vmcore)
+        return 2
+    if ns.vmlinux and not os.path.exists(ns.vmlinux):
+        sys.stderr.write("pagewho: %s: no such file\n" % ns.vmlinux)
+        return 2
+    try:
+        from .drgn_target import DrgnTarget
+    except ImportError:
+        sys.stderr.write("pagewho: drgn is not installed (pip install drgn)\n")
+        return 2
+    try:
+        target = DrgnTarget.open(ns.vmcore, ns.vmlinux)
+    except TargetError as e:
+        sys.stderr.write("pagewho: %s\n" % e)
+        return 1
+    try:
+        return run(target, ns.rest, write)
+    except KeyboardInterrupt:
+        sys.stderr.write("pagewho: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

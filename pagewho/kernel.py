@@ -1,0 +1,217 @@
+"""The kernel model: what pagewho learns once about the kernel in a target.
+
+Every constant is resolved in one order (../DESIGN.md §3):
+
+1. the vmlinux's own debug info (struct layouts, enumerators such as
+   ``enum pageflags`` and ``enum pagetype``);
+2. VMCOREINFO numbers (``NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)`` ...);
+3. a table keyed by kernel version, each row citing where it comes from
+   (see :mod:`pagewho.versions`).
+
+A :class:`Kernel` is cached on its target (:func:`kernel_of`), so a front
+end that keeps one target per dump never learns the same dump twice and
+never serves one dump's model for another.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Optional, Tuple
+
+from .target import FaultError, Target, TargetError
+
+# x86-64: arch/x86/include/asm/page_64_types.h
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+
+
+def parse_release(release: str) -> Tuple[int, int, int]:
+    """(major, minor, patch) of a release such as "6.1.0-56-cloud-amd64".
+
+    The Debian ABI number ("-56") is not the patch level; the patch level is
+    only known from the package version, so it is 0 here unless the release
+    carries it ("6.12.38+deb13-cloud-amd64").
+    """
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    if not m:
+        return (0, 0, 0)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+def parse_vmcoreinfo(text: Optional[str]) -> Dict[str, str]:
+    """VMCOREINFO "KEY=VALUE" lines as a dict (keys like "NUMBER(PG_lru)")."""
+    out: Dict[str, str] = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+class Kernel:
+    """Layout, constants and address translation of one kernel image.
+
+    Lookups that the rest of pagewho cannot do without raise
+    :class:`TargetError` naming what is missing; optional ones return None.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.release = target.release()
+        self.version = parse_release(self.release)
+        self.vmcoreinfo = parse_vmcoreinfo(target.vmcoreinfo())
+        self._off: Dict[Tuple[str, str], Optional[int]] = {}
+        self._size: Dict[str, Optional[int]] = {}
+        self._sym: Dict[str, Optional[int]] = {}
+        #: free-form caches for owner naming (slab caches, vmap areas, ...)
+        self.memo: Dict[str, object] = {}
+
+        self.page_size = self.number("PAGESIZE") or int(self.vmcoreinfo.get("PAGESIZE", "4096"))
+        self.page_shift = self.page_size.bit_length() - 1
+        self.struct_page_size = self.sizeof("struct page")
+        self.page_offset = self._read_base("page_offset_base", 0xFFFF888000000000)
+        self.vmemmap = self._read_base("vmemmap_base", 0xFFFFEA0000000000)
+        self.vmalloc_start = self._read_base("vmalloc_base", 0xFFFFC90000000000)
+        self.phys_base = self._phys_base()
+        self.max_pfn = self._max_pfn()
+
+    # -- debug-info lookups, memoised -------------------------------------
+
+    def sizeof(self, type_name: str) -> int:
+        size = self.sizeof_opt(type_name)
+        if size is None:
+            raise TargetError("the kernel's debug info has no %s (wrong vmlinux?)" % type_name)
+        return size
+
+    def sizeof_opt(self, type_name: str) -> Optional[int]:
+        if type_name not in self._size:
+            self._size[type_name] = self.target.sizeof(type_name)
+        return self._size[type_name]
+
+    def off(self, type_name: str, member: str) -> int:
+        value = self.off_opt(type_name, member)
+        if value is None:
+            raise TargetError("the kernel's debug info has no %s.%s" % (type_name, member))
+        return value
+
+    def off_opt(self, type_name: str, member: str) -> Optional[int]:
+        key = (type_name, member)
+        if key not in self._off:
+            self._off[key] = self.target.offsetof(type_name, member)
+        return self._off[key]
+
+    def has_member(self, type_name: str, member: str) -> bool:
+        return self.off_opt(type_name, member) is not None
+
+    def member_size(self, type_name: str, member: str) -> Optional[int]:
+        return self.target.member_size(type_name, member)
+
+    def sym(self, name: str) -> int:
+        addr = self.sym_opt(name)
+        if addr is None:
+            raise TargetError("the kernel has no symbol %s" % name)
+        return addr
+
+    def sym_opt(self, name: str) -> Optional[int]:
+        if name not in self._sym:
+            self._sym[name] = self.target.symbol(name)
+        return self._sym[name]
+
+    def enum(self, name: str) -> Optional[int]:
+        return self.target.enum_value(name)
+
+    def enumerators(self, enum_name: str) -> Dict[str, int]:
+        return self.target.enumerators(enum_name) or {}
+
+    def number(self, key: str) -> Optional[int]:
+        """VMCOREINFO ``NUMBER(key)`` as an int, or None."""
+        raw = self.vmcoreinfo.get("NUMBER(%s)" % key)
+        if raw is None:
+            return None
+        try:
+            return int(raw, 0)
+        except ValueError:
+            return None
+
+    # -- memory -----------------------------------------------------------
+
+    def read(self, address: int, size: int) -> bytes:
+        return self.target.read(address, size)
+
+    def u64(self, address: int) -> int:
+        return self.target.read_u64(address)
+
+    def u32(self, address: int) -> int:
+        return self.target.read_u32(address)
+
+    def cstring(self, address: int, limit: int = 256) -> bytes:
+        return self.target.read_cstring(address, limit)
+
+    def _read_base(self, symbol: str, default: int) -> int:
+        """The value of a KASLR-randomised base variable (x86-64
+        arch/x86/mm/kaslr.c), or the unrandomised default."""
+        addr = self.sym_opt(symbol)
+        if addr is None:
+            return default
+        try:
+            return self.u64(addr)
+        except FaultError:
+            return default
+
+    def _phys_base(self) -> int:
+        value = self.number("phys_base")
+        if value is not None:
+            return value
+        addr = self.sym_opt("phys_base")
+        if addr is not None:
+            try:
+                return self.u64(addr)
+            except FaultError:
+                pass
+        return 0
+
+    def _max_pfn(self) -> int:
+        addr = self.sym_opt("max_pfn")
+        if addr is not None:
+            try:
+                return self.u64(addr)
+            except FaultError:
+                pass
+        return 0
+
+    # -- address translation (x86-64) -------------------------------------
+
+    def pfn_to_page(self, pfn: int) -> int:
+        """Address of the struct page of ``pfn`` (CONFIG_SPARSEMEM_VMEMMAP)."""
+        return self.vmemmap + pfn * self.struct_page_size
+
+    def page_to_pfn(self, page: int) -> Optional[int]:
+        """pfn of a struct page address, or None if it is not one."""
+        delta = page - self.vmemmap
+        if delta < 0 or delta % self.struct_page_size:
+            return None
+        return delta // self.struct_page_size
+
+    def pfn_to_virt(self, pfn: int) -> int:
+        """Direct-map address of ``pfn``."""
+        return self.page_offset + (pfn << self.page_shift)
+
+    def virt_to_pfn(self, address: int) -> Optional[int]:
+        """pfn of a direct-map or kernel-image address, without a page-table
+        walk; None for other addresses (use :mod:`pagewho.pgtable`)."""
+        if address >= START_KERNEL_MAP:
+            return (address - START_KERNEL_MAP + self.phys_base) >> self.page_shift
+        if self.page_offset <= address < self.page_offset + (1 << 46):
+            return (address - self.page_offset) >> self.page_shift
+        return None
+
+    def symbolize(self, address: int) -> Optional[str]:
+        return self.target.symbolize(address)
+
+
+def kernel_of(target: Target) -> Kernel:
+    """The :class:`Kernel` of ``target``, learned once and kept on it."""
+    k = getattr(target, "_pagewho_kernel", None)
+    if k is None:
+        k = Kernel(target)
+        target._pagewho_kernel = k  # type: ignore[attr-defined]
+    return k

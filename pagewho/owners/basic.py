@@ -1,0 +1,1 @@
+"""Placeholder namers; the real ones live in one module per owner family."""
