@@ -1,0 +1,1 @@
+"""Stand-in for PyKdump's ``pykdump`` package (tests only); see API.py."""
