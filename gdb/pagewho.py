@@ -20,6 +20,7 @@ Python).  pagewho never writes to the inferior: there is no write path here.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import sys
@@ -33,8 +34,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from pagewho import command
-from pagewho.target import FaultError, Target, TargetError
+from pagewho import command  # noqa: E402 -- needs the sys.path line above
+from pagewho.target import FaultError, Target, TargetError  # noqa: E402
 
 PAGE = 4096
 #: reads this large bypass the page cache (struct page arrays, summaries)
@@ -58,15 +59,25 @@ class GdbTarget(Target):
 
     name = "gdb"
 
-    def __init__(self) -> None:
+    def __init__(self, slide_hint: int | None = None) -> None:
         self.inferior = gdb.selected_inferior()
+        self.key = _key()
+        self._slide_hint = slide_hint
         conn = getattr(self.inferior, "connection", None)
         # "remote"/"extended-remote" is a gdbstub: the memory is live
-        self.live = getattr(conn, "type", "") in ("remote", "extended-remote")
+        kind = getattr(conn, "type", None)
+        if kind is None:
+            # only a vmlinux: gdb would answer reads from the file's sections
+            raise TargetError(
+                "no kernel memory: connect to the kernel (target remote HOST:PORT) or open "
+                "an ELF vmcore (core-file FILE); gdb cannot read kdump-compressed dumps: "
+                "use pagewho --vmcore FILE --vmlinux VMLINUX, or crash")
+        self.live = kind in ("remote", "extended-remote")
+        #: for a core: the vaddr ranges it holds; None when reads go to a live target
+        self.core_ranges = None if self.live else _core_ranges()
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._types: dict[str, gdb.Type | None] = {}
         self._slide: int | None = None
-        self.notes: list[str] = []
 
     # -- memory -----------------------------------------------------------
 
@@ -75,6 +86,9 @@ class GdbTarget(Target):
         self._cache.clear()
 
     def _raw(self, address: int, size: int) -> bytes:
+        if self.core_ranges is not None and not _inside(self.core_ranges, address, size):
+            # gdb would fall back to the vmlinux file's own bytes: stale data
+            raise FaultError(address, size, "not in the dump")
         try:
             return self.inferior.read_memory(address, size).tobytes()
         except gdb.MemoryError as e:
@@ -240,9 +254,10 @@ class GdbTarget(Target):
         if banner is None:
             raise TargetError("no kernel symbols: load the vmlinux that matches the kernel "
                               "(file /path/to/vmlinux)")
-        if self._is_banner(banner):
-            self._slide = 0
-            return 0
+        for slide in (0, self._slide_hint):
+            if slide is not None and self._is_banner(banner + slide):
+                self._slide = slide
+                return slide
         lo = KERNEL_MAP + (banner - KERNEL_MAP) % KASLR_ALIGN
         for address in range(lo, KERNEL_MAP_END, KASLR_ALIGN):
             if address != banner and self._is_banner(address):
@@ -322,22 +337,33 @@ def _find_field(t: gdb.Type, name: str) -> tuple[int, gdb.Type] | None:
     return None
 
 
-def _core_has_no_vaddrs() -> bool:
-    """True when the inferior is a core file gdb cannot read kernel virtual
-    addresses from."""
-    try:
-        files = gdb.execute("info files", to_string=True)
-    except gdb.error:
-        return False
-    return "core dump file" in files
+def _core_ranges() -> list[tuple[int, int]]:
+    """The [start, end) virtual address ranges of the core file's PT_LOAD
+    segments, merged, as "info files" lists them ("0x... - 0x... is load3")."""
+    text = gdb.execute("info files", to_string=True)
+    core = text.split("core dump file", 1)[-1].split("Local exec file", 1)[0]
+    found = sorted((int(a, 16), int(b, 16)) for a, b in
+                   re.findall(r"(0x[0-9a-f]+) - (0x[0-9a-f]+) is load", core))
+    merged: list[tuple[int, int]] = []
+    for a, b in found:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _inside(ranges: list[tuple[int, int]], address: int, size: int) -> bool:
+    i = bisect.bisect_right(ranges, (address, 1 << 64)) - 1
+    return i >= 0 and ranges[i][0] <= address and address + size <= ranges[i][1]
 
 
 def _no_kernel_message(target: GdbTarget) -> str:
-    if not target.live and _core_has_no_vaddrs():
-        return ("gdb cannot read kernel virtual memory from this core (a QEMU "
-                "'dump-guest-memory' without -p, or a kdump-compressed file): use "
-                "'dump-guest-memory -p', or the command line: pagewho --vmcore FILE "
-                "--vmlinux VMLINUX")
+    ranges = target.core_ranges
+    if ranges is not None and not any(b > KERNEL_MAP for _, b in ranges):
+        return ("this core has physical addresses only (QEMU dump-guest-memory without -p), "
+                "so gdb cannot read kernel virtual memory from it: dump with "
+                "'dump-guest-memory -p', or use pagewho --vmcore FILE --vmlinux VMLINUX")
     return ("cannot find the kernel's linux_banner in memory: the vmlinux does not match "
             "this kernel, or the guest is stopped where kernel memory is not mapped")
 
@@ -345,22 +371,33 @@ def _no_kernel_message(target: GdbTarget) -> str:
 # -- gdb glue ------------------------------------------------------------
 
 _target: GdbTarget | None = None
+_ran = False  # the inferior ran since _target was made
+_last_slide: int | None = None  # a hint: the guest usually keeps its KASLR slide
+
+
+def _key() -> tuple[int, int | None]:
+    inf = gdb.selected_inferior()
+    return inf.num, inf.connection_num
 
 
 def target() -> GdbTarget:
-    """The target for the selected inferior, made once and reset by events."""
-    global _target
-    inf = gdb.selected_inferior()
-    if _target is None or _target.inferior != inf:
-        _target = GdbTarget()
-        old = _target.slide()
-        if old:
-            gdb.write(f"pagewho: KASLR: the kernel runs {old:#x} above gdb's symbols; pagewho "
-                      f"adjusts; for gdb itself: {_relocate_command(_target)}\n",
-                      gdb.STDERR)
-    elif _target.live:
-        _target.forget_memory()
-    return _target
+    """The target for the selected inferior and connection, made on first use.
+
+    A live guest that ran since gets a new one: the core keeps what it
+    learned of the kernel on the target, and that may be stale now.
+    """
+    global _target, _ran, _last_slide
+    if _target is not None and _target.key == _key() and not _ran:
+        if _target.live:
+            _target.forget_memory()
+        return _target
+    fresh = GdbTarget(slide_hint=_last_slide)
+    slide = fresh.slide()  # raises before anything is kept
+    if slide and slide != _last_slide:
+        gdb.write(f"pagewho: KASLR: the kernel runs {slide:#x} above gdb's symbols; pagewho "
+                  f"adjusts; for gdb itself: {_relocate_command(fresh)}\n", gdb.STDERR)
+    _target, _ran, _last_slide = fresh, False, slide
+    return fresh
 
 
 def _relocate_command(t: GdbTarget) -> str:
@@ -369,8 +406,13 @@ def _relocate_command(t: GdbTarget) -> str:
 
 
 def _reset(*_args: object) -> None:
-    global _target
-    _target = None
+    global _target, _last_slide
+    _target = _last_slide = None
+
+
+def _ran_on(*_args: object) -> None:
+    global _ran
+    _ran = True
 
 
 def _forget_memory(*_args: object) -> None:
@@ -378,14 +420,34 @@ def _forget_memory(*_args: object) -> None:
         _target.forget_memory()
 
 
-# Events In Python: symbols or the target changed -> start over; the
-# inferior ran or memory changed -> drop cached memory.
+# Events In Python: new symbols -> start over; the inferior ran -> relearn
+# the kernel; memory changed through gdb -> drop cached memory.
 gdb.events.new_objfile.connect(_reset)
 gdb.events.clear_objfiles.connect(_reset)
 gdb.events.exited.connect(_reset)
-gdb.events.cont.connect(_forget_memory)
-gdb.events.stop.connect(_forget_memory)
+gdb.events.cont.connect(_ran_on)
 gdb.events.memory_changed.connect(_forget_memory)
+
+
+class _Output:
+    """gdb.write that holds back a one-line "pagewho: ..." message until the
+    next write: when it is the last thing a failed run wrote, it becomes the
+    gdb.GdbError instead of being printed and then raised again."""
+
+    def __init__(self) -> None:
+        self.held: str | None = None
+
+    def __call__(self, text: str) -> None:
+        self.flush()
+        if text.startswith("pagewho: ") and text.count("\n") == 1 and text.endswith("\n"):
+            self.held = text
+        else:
+            gdb.write(text)
+
+    def flush(self) -> None:
+        if self.held is not None:
+            gdb.write(self.held)
+            self.held = None
 
 
 class PagewhoCommand(gdb.Command):
@@ -403,10 +465,17 @@ an ELF vmcore.  Never writes to it."""
             argv = gdb.string_to_argv(arg)
         except gdb.error as e:
             raise gdb.GdbError(f"pagewho: {e}") from None
-        status = _guarded(lambda: command.run(target(), argv, gdb.write))
+        out = _Output()
+        try:
+            status = _guarded(lambda: command.run(target(), argv, out))
+        except gdb.GdbError:
+            out.flush()
+            raise
         if status:
-            # the core already printed its one line; make gdb scripts stop
-            raise gdb.GdbError(f"pagewho: exit status {status}")
+            # the core's own one-line message, as an error so gdb scripts stop
+            message, out.held = out.held, None
+            raise gdb.GdbError((message or f"pagewho: failed ({status})").rstrip("\n"))
+        out.flush()
 
 
 class PagewhoOwner(gdb.Function):
