@@ -175,27 +175,26 @@ def run(build: str, vmlinux: str, vmcore: str, commands: Sequence[str],
         except OSError:
             pass
     out = r.stdout
-    if r.returncode != 0 and not out.strip():
-        raise CrashUnavailable("crash (%s) failed to start: %s" % (build, _why(r.stderr)))
-    fatal = _fatal(out + "\n" + r.stderr)
-    if fatal:
-        raise CrashUnavailable("crash (%s) cannot read this dump: %s" % (build, fatal))
+    if r.returncode != 0:
+        # crash gave up (clean_exit(1)); a batch run that got through says "exit"
+        fatal = _fatal(out + "\n" + r.stderr) or _why(r.stderr) or _why(out)
+        raise CrashUnavailable("crash (%s) exited %d: %s" % (build, r.returncode, fatal))
     return out
 
 
-def _why(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    return "; ".join(lines[-3:])[:300] if lines else "no message"
+def _why(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines[-3:])[:300]
 
 
 def _fatal(text: str) -> Optional[str]:
-    """crash's own words when it gave up on the dump during start-up."""
+    """crash's own words when it gave up: its last "crash: ..." line."""
+    found = None
     for line in text.splitlines():
         s = line.strip()
-        if s.startswith("crash: ") and ("cannot" in s or "invalid" in s or "not" in s
-                                        or "fail" in s or "error" in s.lower()):
-            return s[len("crash: "):]
-    return None
+        if s.startswith("crash: "):
+            found = s[len("crash: "):][:300]
+    return found
 
 
 def main(argv: List[str]) -> int:
