@@ -9,38 +9,47 @@ PYKDUMPPATH=/path/to/pagewho/crashext`` so PyKdump finds ``pagewho.py``
 when the command is typed (docs/crash.md).
 
 ``crash.register_epython_prog(name, description, synopsis, help)`` takes
-four strings and stores them as crash's help data; it returns False (and
-crash prints ``"pagewho" is a duplicate of a currently-existing command``)
-when the name is taken (PyKdump Extension/functions.c).
+four strings and stores them as crash's help data (``help pagewho``); it
+returns False, after crash printed ``"pagewho" is a duplicate of a
+currently-existing command``, when the name is taken (PyKdump
+Extension/functions.c).  The synopsis and help come from the shared
+command's own argument parser, so ``help pagewho`` always matches it.
 """
 
+import os
 import sys
 
 import crash
 
-DESCRIPTION = "who owns a page frame (pfn), and why it is in its state"
-SYNOPSIS = "[--json] [--summary] pfn|0xADDR ..."
-HELP = """\
-  Says who owns each page frame given: buddy allocator (free), slab cache,
-  page table, anonymous memory, page cache (file, offset), swap cache,
-  hugetlb, large folio / THP, vmalloc, kernel stack, reserved, ... with the
-  evidence from struct page.
+FALLBACK_DESCRIPTION = "who owns a page frame (pfn), and why it is in its state"
+FALLBACK_SYNOPSIS = "[-j|--json] [-l] [-s|--summary] [-p PHYS] [-a VADDR] [--page ADDR] PFN ..."
+FALLBACK_HELP = "  pagewho --help lists the options.\n"
 
-  The arguments and the answer are the same as the command line
-  "pagewho --vmcore VMCORE --vmlinux VMLINUX ARGS" and gdb's "pagewho ARGS".
 
-    pfn        a page frame number, decimal or 0x-hex
-    --json     one JSON document instead of text
-    --summary  every pfn, grouped by owner
-    --help     the full list of options
+def help_data():
+    """(description, synopsis, help) from pagewho.command's parser."""
+    here = os.path.dirname(os.path.abspath(globals().get("__file__") or sys.argv[0]))
+    root = os.path.dirname(here)
+    if root not in sys.path:
+        sys.path.insert(0, root)  # PyKdump resets sys.path after this run
+    try:
+        from pagewho import command
 
-  EXAMPLE
-    crash> pagewho 0x1234
-"""
+        parser = command.make_parser(lambda text: None)
+        usage = " ".join(parser.format_usage().split())
+        synopsis = usage[len("usage: pagewho"):].strip()
+        text = parser.format_help()
+        # drop the usage and description paragraphs: crash shows them already
+        body = "\n\n".join(text.split("\n\n")[2:]) or text
+        longhelp = "\n".join("  " + ln if ln else "" for ln in body.splitlines()) + "\n"
+        return command.DESCRIPTION, synopsis, longhelp
+    except Exception:  # the help text must never stop the registration
+        return FALLBACK_DESCRIPTION, FALLBACK_SYNOPSIS, FALLBACK_HELP
 
 
 def main() -> bool:
-    ok = crash.register_epython_prog("pagewho", DESCRIPTION, SYNOPSIS, HELP)
+    description, synopsis, longhelp = help_data()
+    ok = crash.register_epython_prog("pagewho", description, synopsis, longhelp)
     if not ok:
         sys.stdout.write("pagewho: not registered: a crash command named \"pagewho\" "
                          "already exists\n")
