@@ -199,6 +199,11 @@ class Kernel:
         """pfn of a direct-map or kernel-image address, without a page-table
         walk; None for other addresses (use :mod:`pagewho.pgtable`)."""
         if address >= START_KERNEL_MAP:
+            # only the kernel image is mapped linearly there (__pa_symbol);
+            # modules and fixmaps need the page tables
+            text, end = self.sym_opt("_text"), self.sym_opt("_end")
+            if text is None or end is None or not text <= address < end:
+                return None
             return (address - START_KERNEL_MAP + self.phys_base) >> self.page_shift
         if self.page_offset <= address < self.page_offset + (1 << 46):
             return (address - self.page_offset) >> self.page_shift

@@ -18,6 +18,7 @@ from .versions import OLD_PAGE_TYPE_BASE, old_page_type_bits
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
+_S32 = struct.Struct("<i")
 
 
 class PageTypes:
@@ -82,7 +83,7 @@ class Page:
     __slots__ = (
         "pfn", "address", "flags", "refcount", "mapcount_raw", "page_type", "mapping",
         "index", "private", "head_address", "head_pfn", "is_head", "is_tail", "order",
-        "dtor", "flags_1", "lru_next",
+        "dtor", "flags_1", "lru_next", "entire_mapcount", "large_mapcount",
     )
 
     def __init__(self) -> None:
@@ -110,6 +111,10 @@ class Page:
         self.flags_1 = 0
         #: lru.next / pp_magic word
         self.lru_next = 0
+        #: head pages: the folio's entire (PMD) mapcount and, since v6.11,
+        #: its total mapcount, both as stored (-1 = none); None if unknown
+        self.entire_mapcount: Optional[int] = None
+        self.large_mapcount: Optional[int] = None
 
     @property
     def mapcount(self) -> int:
@@ -196,6 +201,19 @@ class PageDecoder:
             off = k.off_opt("struct page", "compound_dtor")
             self.dtor_off = None if off is None else size + off
         self.flags_1_off = size + self.off_flags
+        # Mapcounts of a large folio, in its first tail page: v6.2+
+        # folio->_entire_mapcount (page[1].compound_mapcount before), and
+        # v6.11+ folio->_large_mapcount ("mm: track mapcount of large folios
+        # in a single value").  Only kept when they lie in page[1].
+        self.entire_off = k.off_opt(F, "_entire_mapcount")
+        if self.entire_off is None:
+            off = k.off_opt("struct page", "compound_mapcount")
+            self.entire_off = None if off is None else size + off
+        self.large_off = k.off_opt(F, "_large_mapcount")
+        for name in ("entire_off", "large_off"):
+            off = getattr(self, name)
+            if off is not None and not size <= off <= 2 * size - 4:
+                setattr(self, name, None)
         dtors = k.enumerators("enum compound_dtor_id")
         self.HUGETLB_PAGE_DTOR = dtors.get("HUGETLB_PAGE_DTOR", k.number("HUGETLB_PAGE_DTOR"))
         self.TRANSHUGE_PAGE_DTOR = dtors.get("TRANSHUGE_PAGE_DTOR")
@@ -254,6 +272,10 @@ class PageDecoder:
             p.order = buf[at + self.order_off] & self.order_mask
         if self.dtor_off is not None:
             p.dtor = buf[at + self.dtor_off]
+        if self.entire_off is not None:
+            p.entire_mapcount = _S32.unpack_from(buf, at + self.entire_off)[0]
+        if self.large_off is not None:
+            p.large_mapcount = _S32.unpack_from(buf, at + self.large_off)[0]
 
     def read_page(self, pfn: int) -> Page:
         """Read and decode the struct page of one valid pfn (and its page[1])."""
