@@ -54,6 +54,12 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.$]*$")
 _MEMBER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
 
 
+class ConnectionLost(Exception):
+    """The gdbstub went away.  Deliberately not a TargetError: the core
+    turns those into one pfn's error and goes on, and every further read
+    would fail the same way."""
+
+
 class GdbTarget(Target):
     """A :class:`Target` over gdb's selected inferior and loaded symbols."""
 
@@ -91,9 +97,9 @@ class GdbTarget(Target):
             raise FaultError(address, size, "not in the dump")
         try:
             return self.inferior.read_memory(address, size).tobytes()
-        except gdb.MemoryError as e:
-            raise FaultError(address, size, str(e)) from None
-        except (gdb.error, OverflowError, ValueError) as e:
+        except (gdb.error, OverflowError, ValueError) as e:  # gdb.MemoryError included
+            if self.live and getattr(self.inferior, "connection", None) is None:
+                raise ConnectionLost(f"the gdbstub connection closed ({e})") from None
             raise FaultError(address, size, str(e)) from None
 
     def read(self, address: int, size: int) -> bytes:
@@ -504,7 +510,7 @@ def _guarded(call):  # type: ignore[no-untyped-def]
         raise gdb.GdbError("pagewho: interrupted") from None
     except gdb.GdbError:
         raise
-    except TargetError as e:
+    except (TargetError, ConnectionLost) as e:
         raise gdb.GdbError(f"pagewho: {e}") from None
     except gdb.error as e:
         raise gdb.GdbError(f"pagewho: gdb: {e}") from None
