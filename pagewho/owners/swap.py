@@ -1,0 +1,110 @@
+"""Swap cache pages: which swap device and slot.
+
+A folio in the swap cache keeps its swap entry in ``folio->private``
+(``folio->swap`` since v6.6 overlays the same word).  The entry is the
+arch-independent ``swp_entry_t`` of include/linux/swapops.h:
+
+    type   = val >> SWP_TYPE_SHIFT
+    offset = val & ((1 << SWP_TYPE_SHIFT) - 1)
+    SWP_TYPE_SHIFT = BITS_PER_XA_VALUE - MAX_SWAPFILES_SHIFT = (64 - 1) - 5
+
+(unchanged from v4.20, when BITS_PER_XA_VALUE replaced RADIX_TREE_EXCEPTIONAL_SHIFT,
+through v7.x; MAX_SWAPFILES_SHIFT is 5 in include/linux/swap.h throughout).
+This is not the PTE encoding of a swapped-out page (arch/x86 swaps bits
+around in the PTE); it is the value the swap cache is indexed by.  A large
+folio's page N uses entry + N (the head holds the first entry).
+
+The device is ``swap_info[type]->swap_file`` (a struct file: its path).
+Anon pages still in the swap cache after being read back are named by the
+anon namer, which adds this detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from ..kernel import Kernel
+from ..owner import Owner, register
+from ..page import Page, decoder_of
+from ..target import FaultError
+from .file import file_path, path_text
+from .tasks import is_kernel_ptr
+
+BITS_PER_XA_VALUE = 63
+MAX_SWAPFILES_SHIFT = 5
+SWP_TYPE_SHIFT = BITS_PER_XA_VALUE - MAX_SWAPFILES_SHIFT
+SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
+
+
+def in_swapcache(k: Kernel, head: Page) -> bool:
+    """folio_test_swapcache(): PG_swapcache on a swap-backed folio (the bit
+    is PG_owner_priv_1, which means other things on other folios)."""
+    d = decoder_of(k)
+    return d.test(head.flags, "PG_swapcache") and d.test(head.flags, "PG_swapbacked")
+
+
+def swap_entry(page: Page, head: Page) -> int:
+    """The swp_entry_t value of ``page`` (the head's entry plus its place)."""
+    return head.private + (page.pfn - head.pfn)
+
+
+def swap_device(k: Kernel, swap_type: int) -> Optional[Dict[str, Any]]:
+    """{"path", ...} of ``swap_info[type]->swap_file``, cached; None when the
+    type has no swap_info."""
+    memo = k.memo.setdefault("swap.dev", {})
+    if swap_type in memo:  # type: ignore[operator]
+        return memo[swap_type]  # type: ignore[index]
+    info: Optional[Dict[str, Any]] = None
+    nr_addr = k.sym_opt("nr_swapfiles")
+    nr = k.u32(nr_addr) if nr_addr is not None else 1 << MAX_SWAPFILES_SHIFT
+    if 0 <= swap_type < min(nr, 1 << MAX_SWAPFILES_SHIFT):
+        si = k.u64(k.sym("swap_info") + 8 * swap_type)
+        if is_kernel_ptr(si):
+            S = "struct swap_info_struct"
+            info = {"swap_info": si, "path": None, "max": k.u32(si + k.off(S, "max"))}
+            file = k.u64(si + k.off(S, "swap_file"))
+            if is_kernel_ptr(file):
+                try:
+                    p = file_path(k, file)
+                    info["path"] = path_text(p)
+                    if p["mounted"] and p["path"].startswith("/dev/"):
+                        info["dev"] = p["path"][5:]
+                except FaultError:
+                    pass
+    memo[swap_type] = info  # type: ignore[index]
+    return info
+
+
+def swap_detail(k: Kernel, page: Page, head: Page) -> Dict[str, Any]:
+    """{"type", "offset", "entry", "device", ...} of a swap-cache page."""
+    val = swap_entry(page, head)
+    swap_type = val >> SWP_TYPE_SHIFT
+    offset = val & SWP_OFFSET_MASK
+    out: Dict[str, Any] = {"entry": val, "type": swap_type, "offset": offset}
+    dev = swap_device(k, swap_type)
+    if dev is None:
+        out["device"] = None
+        out["note"] = "no swap device of type %d" % swap_type
+        return out
+    out["device"] = dev["path"]
+    if dev.get("dev"):
+        out["dev"] = dev["dev"]
+    if offset >= dev["max"]:
+        out["note"] = "offset %d beyond the device's %d slots" % (offset, dev["max"])
+    return out
+
+
+def swap_text(sw: Dict[str, Any]) -> str:
+    return "swap %s slot %d" % (sw["device"] or "type %d" % sw["type"], sw["offset"])
+
+
+@register("swapcache")
+def name_swapcache(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
+    sw = swap_detail(k, page, head)
+    owner.detail["swap"] = sw
+    d = decoder_of(k)
+    state = [s for s, f in (("dirty", "PG_dirty"), ("writeback", "PG_writeback"), ("uptodate", "PG_uptodate"))
+             if d.test(head.flags, f)]
+    owner.detail["summary"] = "%s%s, in no anon_vma or file (swap readahead, or being swapped out)%s" % (
+        swap_text(sw), ", " + "+".join(state) if state else "",
+        "; " + sw["note"] if sw.get("note") else "")

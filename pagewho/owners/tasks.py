@@ -1,0 +1,320 @@
+"""Tasks and their address spaces, learned once per kernel.
+
+Shared by the user-memory namers (anon, KSM, page cache, page tables): one
+bounded walk of every task builds mm -> processes, cached in ``k.memo``.
+
+The task list (include/linux/sched/signal.h, kernel/fork.c): thread-group
+leaders are on ``init_task.tasks``; the threads of a group are on
+``task->signal->thread_head`` linked through ``task->thread_node`` (v3.14+,
+every kernel pagewho supports).  Threads share the leader's mm, so the
+answer names processes (tgid, leader's comm) and counts threads.
+
+Also the bounded walkers of the kernel's generic containers (list_head,
+hlist, rb-tree) the user-memory namers share, and a user page-table lookup.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Dict, Iterator, List, Optional, Set, Tuple
+
+from ..kernel import Kernel
+from ..target import FaultError
+from ..text import clean
+
+#: bounds of the walks: more tasks / list nodes than this is a corrupt dump
+MAX_TASKS = 1 << 17
+MAX_THREADS = 1 << 15
+MAX_NODES = 1 << 17
+
+_U64 = struct.Struct("<Q")
+_S32 = struct.Struct("<i")
+
+
+def is_kernel_ptr(value: int) -> bool:
+    """A plausible kernel pointer: canonical upper half, not a poison value."""
+    return value >= 0xFFFF800000000000 and value >> 48 != 0xDEAD
+
+
+# -- generic containers ---------------------------------------------------------
+
+def list_nodes(k: Kernel, head: int, limit: int = MAX_NODES) -> Iterator[int]:
+    """The list_head nodes of the list at ``head`` (``head`` excluded);
+    stops at ``head``, a repeat, a non-pointer, or ``limit`` nodes."""
+    seen = {head}
+    node = k.u64(head)
+    n = 0
+    while node != head and n < limit:
+        if node in seen or not is_kernel_ptr(node):
+            return
+        seen.add(node)
+        yield node
+        n += 1
+        node = k.u64(node)
+
+
+def hlist_nodes(k: Kernel, head: int, limit: int = MAX_NODES) -> Iterator[int]:
+    """The hlist_node addresses of the hlist_head at ``head`` (bounded)."""
+    seen: Set[int] = set()
+    node = k.u64(head)
+    while node and len(seen) < limit:
+        if node in seen or not is_kernel_ptr(node):
+            return
+        seen.add(node)
+        yield node
+        node = k.u64(node)
+
+
+def rb_nodes(k: Kernel, root: int, limit: int = MAX_NODES) -> Iterator[int]:
+    """Every rb_node of the tree whose ``struct rb_root`` is at ``root``
+    (pre-order, with an explicit stack; bounded, each node visited once)."""
+    right = k.off("struct rb_node", "rb_right")
+    left = k.off("struct rb_node", "rb_left")
+    first = k.u64(root)
+    stack = [first] if first else []
+    seen: Set[int] = set()
+    while stack and len(seen) < limit:
+        node = stack.pop()
+        if node in seen or not is_kernel_ptr(node):
+            continue
+        seen.add(node)
+        yield node
+        r = k.u64(node + right)
+        lft = k.u64(node + left)
+        if r:
+            stack.append(r)
+        if lft:
+            stack.append(lft)
+
+
+# -- tasks --------------------------------------------------------------------
+
+class Task:
+    """One task: pid, tgid, comm (cleaned text), mm, and its address."""
+
+    __slots__ = ("address", "pid", "tgid", "comm", "mm")
+
+    def __init__(self, address: int, pid: int, tgid: int, comm: str, mm: int) -> None:
+        self.address = address
+        self.pid = pid
+        self.tgid = tgid
+        self.comm = comm
+        self.mm = mm
+
+    def __repr__(self) -> str:
+        return "Task(%d, %r)" % (self.pid, self.comm)
+
+
+class Tasks:
+    """All tasks of a kernel and the mm -> processes index."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+        self.tasks: List[Task] = []
+        #: mm -> thread-group leaders (one per process) using it
+        self.by_mm: Dict[int, List[Task]] = {}
+        #: mm -> number of threads using it
+        self.threads_of_mm: Dict[int, int] = {}
+        self.truncated = False
+        self._walk()
+
+    def _layout(self) -> Tuple[int, int, int, int, int, int, int]:
+        k = self.k
+        T = "struct task_struct"
+        return (k.off(T, "tasks"), k.off(T, "pid"), k.off(T, "tgid"), k.off(T, "comm"),
+                k.off(T, "mm"), k.off(T, "signal"), k.off(T, "thread_node"))
+
+    def _read_task(self, addr: int) -> Task:
+        k = self.k
+        _, o_pid, o_tgid, o_comm, o_mm, _, _ = self.layout
+        lo = min(o_pid, o_tgid, o_comm, o_mm)
+        hi = max(o_pid + 4, o_tgid + 4, o_comm + 16, o_mm + 8)
+        buf = k.read(addr + lo, hi - lo)
+        pid = _S32.unpack_from(buf, o_pid - lo)[0]
+        tgid = _S32.unpack_from(buf, o_tgid - lo)[0]
+        raw = buf[o_comm - lo:o_comm - lo + 16]
+        comm = clean(raw.split(b"\0", 1)[0])
+        mm = _U64.unpack_from(buf, o_mm - lo)[0]
+        return Task(addr, pid, tgid, comm, mm)
+
+    def _walk(self) -> None:
+        k = self.k
+        self.layout = self._layout()
+        o_tasks, _, _, _, _, o_signal, o_thread_node = self.layout
+        o_thread_head = k.off("struct signal_struct", "thread_head")
+        init = k.sym("init_task")
+        leaders = [init]
+        for node in list_nodes(k, init + o_tasks, MAX_TASKS):
+            leaders.append(node - o_tasks)
+        if len(leaders) > MAX_TASKS:
+            self.truncated = True
+        seen: Set[int] = set()
+        for leader in leaders:
+            members = [leader]
+            try:
+                signal = k.u64(leader + o_signal)
+                if is_kernel_ptr(signal):
+                    for node in list_nodes(k, signal + o_thread_head, MAX_THREADS):
+                        members.append(node - o_thread_node)
+            except FaultError:
+                pass
+            for addr in members:
+                if addr in seen:
+                    continue
+                seen.add(addr)
+                try:
+                    t = self._read_task(addr)
+                except FaultError:
+                    continue
+                self.tasks.append(t)
+                if not t.mm:
+                    continue
+                self.threads_of_mm[t.mm] = self.threads_of_mm.get(t.mm, 0) + 1
+                procs = self.by_mm.setdefault(t.mm, [])
+                # the leader (first of its group) names the process; a thread
+                # whose leader has another mm (or none) names its own
+                if not any(p.tgid == t.tgid for p in procs):
+                    procs.append(t)
+
+    def processes(self, mm: int) -> List[Task]:
+        """The processes (one Task per tgid) whose tasks use ``mm``."""
+        return self.by_mm.get(mm, [])
+
+
+def tasks_of(k: Kernel) -> Tasks:
+    """The :class:`Tasks` of a kernel, walked once and kept in ``k.memo``."""
+    t = k.memo.get("user.tasks")
+    if t is None:
+        t = Tasks(k)
+        k.memo["user.tasks"] = t
+    return t  # type: ignore[return-value]
+
+
+def proc_dicts(k: Kernel, mm: int) -> List[Dict[str, object]]:
+    """[{"pid", "comm"}] of the processes using ``mm`` (JSON-ready)."""
+    return [{"pid": t.tgid, "comm": t.comm} for t in tasks_of(k).processes(mm)]
+
+
+def procs_text(procs: List[Dict[str, object]]) -> str:
+    """"pid 12 (comm), pid 13 (comm)" -- comm is already cleaned text."""
+    if not procs:
+        return "no live process"
+    return ", ".join("pid %s (%s)" % (p["pid"], clean(str(p["comm"]))) for p in procs)
+
+
+# -- user page tables (x86-64) ---------------------------------------------------
+
+_PRESENT = 1 << 0
+_PSE = 1 << 7
+_ADDR_MASK = 0x000FFFFFFFFFF000
+
+
+def pt_levels(k: Kernel) -> int:
+    """4, or 5 with 5-level paging (VMCOREINFO NUMBER(pgtable_l5_enabled))."""
+    return 5 if k.number("pgtable_l5_enabled") else 4
+
+
+def user_vaddr_to_pfn(k: Kernel, mm: int, vaddr: int) -> Optional[int]:
+    """The pfn ``vaddr`` maps to in ``mm``'s page tables, or None when not
+    present (or unreadable).  Tables are read through the direct map."""
+    try:
+        pgd = k.u64(mm + k.off("struct mm_struct", "pgd"))
+        table_pfn = k.virt_to_pfn(pgd)
+        if table_pfn is None:
+            return None
+        table = table_pfn << k.page_shift
+        levels = pt_levels(k)
+        shift = 12 + 9 * (levels - 1)
+        for level in range(levels, 0, -1):
+            entry = k.u64(k.page_offset + table + ((vaddr >> shift) & 0x1FF) * 8)
+            if not entry & _PRESENT:
+                return None
+            if level in (2, 3) and entry & _PSE:
+                base = entry & _ADDR_MASK & ~((1 << shift) - 1)
+                return (base + (vaddr & ((1 << shift) - 1))) >> k.page_shift
+            table = entry & _ADDR_MASK
+            shift -= 9
+        return table >> k.page_shift
+    except FaultError:
+        return None
+
+
+# -- reverse map: vmas that may map a page ------------------------------------------
+
+#: how many mappers an answer lists (the count is always complete)
+MAX_MAPPERS = 64
+
+
+class Vma:
+    """The fields of a vm_area_struct the reverse map needs."""
+
+    __slots__ = ("address", "start", "end", "mm", "pgoff")
+
+    def __init__(self, k: Kernel, address: int) -> None:
+        V = "struct vm_area_struct"
+        self.address = address
+        self.start = k.u64(address + k.off(V, "vm_start"))
+        self.end = k.u64(address + k.off(V, "vm_end"))
+        self.mm = k.u64(address + k.off(V, "vm_mm"))
+        self.pgoff = k.u64(address + k.off(V, "vm_pgoff"))
+
+    def vaddr_of(self, k: Kernel, pgoff: int) -> Optional[int]:
+        """Where page ``pgoff`` (of the file or anon_vma) sits in this vma,
+        or None when the vma does not cover it."""
+        if pgoff < self.pgoff:
+            return None
+        vaddr = self.start + ((pgoff - self.pgoff) << k.page_shift)
+        if not self.start <= vaddr < self.end:
+            return None
+        return vaddr
+
+
+def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int) -> Tuple[List[Dict[str, object]], int]:
+    """The processes that map ``pfn`` through the candidate ``vmas``.
+
+    Each vma covering ``pgoff`` gives a candidate (mm, vaddr); its page
+    tables are then checked: a PTE mapping ``pfn`` makes it "verified", a
+    PTE mapping another pfn rules it out (a COW copy, or a private file page
+    replaced by an anon one), no PTE (swapped out, not faulted in, or the
+    tables unreadable) leaves it a candidate.
+
+    Returns (mappers, ruled_out) with mappers as JSON-ready dicts
+    {"pid", "comm", "vaddr", "verified", "mm"}, verified ones first (all of
+    them: callers list at most MAX_MAPPERS).
+    """
+    found: List[Dict[str, object]] = []
+    ruled_out = 0
+    seen: Set[Tuple[int, int]] = set()
+    for vma_addr in vmas:
+        if not is_kernel_ptr(vma_addr):
+            continue
+        try:
+            vma = Vma(k, vma_addr)
+        except FaultError:
+            continue
+        vaddr = vma.vaddr_of(k, pgoff)
+        if vaddr is None or (vma.mm, vaddr) in seen:
+            continue
+        seen.add((vma.mm, vaddr))
+        mapped = user_vaddr_to_pfn(k, vma.mm, vaddr)
+        if mapped is not None and mapped != pfn:
+            ruled_out += 1
+            continue
+        procs = tasks_of(k).processes(vma.mm) or [Task(0, -1, -1, "", vma.mm)]
+        for t in procs:
+            found.append({"pid": t.tgid if t.tgid >= 0 else None, "comm": t.comm or None,
+                          "vaddr": vaddr, "verified": mapped == pfn, "mm": vma.mm})
+    found.sort(key=lambda m: (not m["verified"], m["pid"] is None, m["pid"] or 0, m["vaddr"]))
+    return found, ruled_out
+
+
+def mappers_text(found: List[Dict[str, object]], limit: int = 4) -> str:
+    """"pid 12 (comm) at 0x7f..., ..." for a summary line."""
+    parts = []
+    for m in found[:limit]:
+        who = "mm %#x (no task)" % m["mm"] if m["pid"] is None else "pid %s (%s)" % (
+            m["pid"], clean(str(m["comm"])))
+        parts.append("%s at %#x%s" % (who, m["vaddr"], "" if m["verified"] else " (candidate)"))
+    if len(found) > limit:
+        parts.append("+%d more" % (len(found) - limit))
+    return ", ".join(parts)
