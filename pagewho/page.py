@@ -189,12 +189,11 @@ class PageDecoder:
         self.order_off: Optional[int] = None
         self.order_mask = 0xFF
         self.dtor_off: Optional[int] = None
-        flags_1 = k.off_opt(F, "_flags_1")
-        if flags_1 is not None:
-            self.order_off = flags_1
-        elif k.off_opt(F, "_folio_order") is not None:
+        if k.off_opt(F, "_folio_order") is not None:
             self.order_off = k.off(F, "_folio_order")
             self.dtor_off = k.off_opt(F, "_folio_dtor")
+        elif k.off_opt(F, "_flags_1") is not None:
+            self.order_off = k.off(F, "_flags_1")
         else:
             off = k.off_opt("struct page", "compound_order")
             self.order_off = None if off is None else size + off
