@@ -135,7 +135,8 @@ class TableMap:
         top = self.levels
         top_span = 1 << (12 + 9 * top)
         o_pgd = k.off("struct mm_struct", "pgd")
-        for mm in list(tasks_of(k).by_mm):
+        self.special = special_mms(k)
+        for mm in list(tasks_of(k).by_mm) + [mm for mm in self.special if mm not in tasks_of(k).by_mm]:
             try:
                 pgd = k.u64(mm + o_pgd)
             except FaultError:
@@ -161,6 +162,30 @@ class TableMap:
 
     def lookup(self, pfn: int) -> List[Tuple[int, int, int, int, str]]:
         return self.owners.get(pfn, [])
+
+
+#: mm_structs that belong to no task: (symbol, is a pointer to the mm, what it is)
+SPECIAL_MMS = (
+    ("poking_mm", True, "text_poke's temporary mm (arch/x86/mm/init.c)"),
+    ("text_poke_mm", True, "text_poke's temporary mm (arch/x86/mm/init.c)"),
+    ("efi_mm", False, "EFI runtime services mm"),
+)
+
+
+def special_mms(k: Kernel) -> Dict[int, str]:
+    """mm address -> description of the kernel's task-less mms."""
+    out: Dict[int, str] = {}
+    for name, is_ptr, what in SPECIAL_MMS:
+        addr = k.sym_opt(name)
+        if addr is None:
+            continue
+        try:
+            mm = k.u64(addr) if is_ptr else addr
+        except FaultError:
+            continue
+        if is_kernel_ptr(mm):
+            out[mm] = "%s: %s" % (name, what)
+    return out
 
 
 def table_map(k: Kernel) -> TableMap:
@@ -191,6 +216,8 @@ def pgtable_owner(k: Kernel, pfn: int) -> Optional[Dict[str, object]]:
         out["note"] = note
     if owner != KERNEL:
         out["processes"] = proc_dicts(k, owner)
+        if owner in tm.special:
+            out["special_mm"] = tm.special[owner]
     if len(found) > 1:
         out["also"] = [{"mm": None if o == KERNEL else o, "level": level_name(tm.levels, lv)}
                        for o, lv, _, _, _ in found[1:]]
@@ -229,8 +256,8 @@ def name_pgtable(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
         text = "kernel page tables (init_mm): %s table for %s" % (info["level"], rng)
     else:
         procs = info["processes"]
-        text = "%s table of mm %#x for %s: %s" % (
-            info["level"], info["mm"], rng, procs_text(procs))  # type: ignore[arg-type]
+        who = info.get("special_mm") if not procs and info.get("special_mm") else procs_text(procs)  # type: ignore
+        text = "%s table of mm %#x for %s: %s" % (info["level"], info["mm"], rng, who)
     if info.get("note"):
         text += " (%s)" % info["note"]
     det["summary"] = text
