@@ -8,6 +8,7 @@ user sees comes from here, so crash, gdb and the command line answer alike.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from typing import Callable, List, Optional, Tuple
 
@@ -196,6 +197,14 @@ def run(target: Target, argv: List[str], write: Write) -> int:
     except RecursionError:
         write("pagewho: gave up: kernel data loops back on itself (corrupt dump?)\n")
         return 1
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # never a traceback in the user's debugger
+        if os.environ.get("PAGEWHO_DEBUG"):
+            raise
+        write("pagewho: internal error: %s: %s (set PAGEWHO_DEBUG=1 for a traceback; please report)\n"
+              % (type(e).__name__, clean(str(e))))
+        return 3
 
 
 def _report(k: Kernel, ranges: List[Tuple[str, int, int]], args: argparse.Namespace, write: Write) -> int:

@@ -78,18 +78,26 @@ def page_dict(r: PageReport) -> Dict[str, Any]:
     return out
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, key: str = "") -> str:
+    """A detail value for people: addresses in hex, lists and dicts inline."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, int):
+        return "%#x" % value if value > 0xFFFF and key not in _DECIMAL else str(value)
     if isinstance(value, bytes):
         return clean(value)
     if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
+        return "; ".join(_fmt(v, key) for v in value)
     if isinstance(value, dict):
-        return ", ".join("%s %s" % (key, _fmt(v)) for key, v in value.items())
+        return " ".join("%s=%s" % (k, _fmt(v, k)) for k, v in value.items() if v is not None)
     if value is None:
         return "-"
     return clean(str(value))
+
+
+# detail keys whose integers read better in decimal however large
+_DECIMAL = frozenset(("pid", "pages", "nr_pages", "size", "bytes", "count", "objects", "inuse",
+                      "ino", "offset", "order", "index", "cpu", "node"))
 
 
 def owner_line(r: PageReport) -> str:
@@ -99,7 +107,7 @@ def owner_line(r: PageReport) -> str:
     summary = o.detail.get("summary")
     if summary:
         return "%s: %s" % (text, clean(str(summary)))
-    parts = ["%s %s" % (key.replace("_", " "), _fmt(v)) for key, v in o.detail.items()
+    parts = ["%s %s" % (key.replace("_", " "), _fmt(v, key)) for key, v in o.detail.items()
              if key != "summary" and not isinstance(v, (list, dict))]
     return text + (": " + ", ".join(parts) if parts else "")
 
@@ -113,9 +121,14 @@ def page_text(r: PageReport, verbose: bool = False) -> List[str]:
     lines.append("pfn %#x  phys %#x  page %#x%s" % (
         p.pfn, p.pfn << k.page_shift, p.address, "  zone " + zone if zone else ""))
     lines.append("  owner    %s" % owner_line(r))
-    for key, value in o.detail.items():
-        if isinstance(value, (list, dict)) and value:
-            lines.append("  %-8s %s" % (key.replace("_", " ")[:8], _fmt(value)))
+    if verbose:
+        for key, value in o.detail.items():
+            if key != "summary" and value not in (None, [], {}):
+                if isinstance(value, list) and value and isinstance(value[0], dict):
+                    for item in value:
+                        lines.append("  %-8s %s" % (key, _fmt(item)))
+                else:
+                    lines.append("  %-8s %s" % (key, _fmt(value, key)))
     flags = "|".join(r.flags()) or "-"
     counts = "refcount %d" % p.refcount
     if p.page_type is None:
