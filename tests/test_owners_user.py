@@ -1,0 +1,290 @@
+"""User-memory owners on the four sample dumps: anon (rmap), KSM, page cache,
+shmem, swap cache and page tables, checked against what the guest's workload
+recorded from /proc/<pid>/pagemap, /proc/kpageflags and /proc/<pid>/status
+(vmcores-sample/README.md).  drgn's own helpers serve as a second opinion
+here only; pagewho itself never uses them.
+"""
+
+from __future__ import annotations
+
+import collections
+from array import array
+from typing import Dict, List
+
+import pytest
+from samples import open_sample
+
+from pagewho.command import report_of
+from pagewho.kernel import kernel_of
+from pagewho.owner import identify
+from pagewho.owners.pgtable import pgtable_owner, table_map
+from pagewho.owners.tasks import tasks_of
+from pagewho.report import owner_line, page_dict
+from pagewho.text import to_json
+
+KPF_PGTABLE = 26
+
+
+def records(sample, *kinds: str) -> List[dict]:
+    out = [r for r in sample.truth["records"] if r["kind"] in kinds and r.get("pfn") is not None]
+    return out
+
+
+def need(sample, *kinds: str) -> List[dict]:
+    """The truth's records of ``kinds``; skip (saying why) when the workload
+    could not plant them on this kernel."""
+    out = records(sample, *kinds)
+    if not out:
+        why = "; ".join("%s: %s" % (k, sample.truth["kinds"].get(k)) for k in kinds)
+        pytest.skip("not planted on %s (%s)" % (sample.release, why))
+    return out
+
+
+def report(sample, pfn: int, kdump: bool = False):
+    return report_of(open_sample(sample, kdump), pfn)
+
+
+def mapper_set(rep) -> set:
+    return {(m["pid"], m["comm"], m["vaddr"]) for m in rep.owner.detail["mappers"]}
+
+
+def truth_mappers(rec) -> set:
+    return {(m["pid"], m["comm"], m["vaddr"]) for m in rec["mappers"]}
+
+
+# -- anon ---------------------------------------------------------------------------
+
+def test_anon_page_names_both_processes_that_share_it(sample):
+    recs = need(sample, "anon")
+    for rec in recs:
+        rep = report(sample, rec["pfn"])
+        assert rep.owner.kind == "anon", (rec, owner_line(rep))
+        assert len(rec["mappers"]) == 2  # the parent and its forked child
+        assert mapper_set(rep) == truth_mappers(rec), (rec, rep.owner.detail)
+        assert all(m["verified"] for m in rep.owner.detail["mappers"])
+        assert rep.owner.detail["verified"] is True
+        summary = rep.owner.detail["summary"]
+        for m in rec["mappers"]:
+            assert "pid %d (%s)" % (m["pid"], m["comm"]) in summary
+            assert "%#x" % m["vaddr"] in summary
+
+
+def test_mlocked_anon_page_says_so(sample):
+    for rec in need(sample, "anon"):
+        det = report(sample, rec["pfn"]).owner.detail
+        assert det.get("mlocked") is True, det
+
+
+def test_anon_mappers_agree_with_drgn_page_table_walk(sample):
+    """Every (process, vaddr) pagewho names maps the pfn in drgn's own walk."""
+    from drgn.helpers.linux.mm import follow_pfn
+    from drgn.helpers.linux.pid import find_task
+
+    prog = open_sample(sample).prog
+    for rec in need(sample, "anon", "ksm", "file-mmap")[:40]:
+        for m in report(sample, rec["pfn"]).owner.detail["mappers"]:
+            task = find_task(prog, m["pid"])
+            assert follow_pfn(task.mm, m["vaddr"]).value_() == rec["pfn"], (rec["kind"], m)
+
+
+def test_thp_reports_order_9_and_head(sample):
+    for rec in need(sample, "thp"):
+        head = rec["pfn"]
+        for sub in (0, 1, 257, 511):
+            rep = report(sample, head + sub)
+            det = rep.owner.detail
+            assert rep.owner.kind == "anon", owner_line(rep)
+            assert det["thp"] is True and det["order"] == rec["order"] == 9
+            assert det["head_pfn"] == head
+            assert det["subpage"] == sub
+            assert mapper_set(rep) == {(m["pid"], m["comm"], m["vaddr"] + sub * 4096)
+                                       for m in rec["mappers"]}
+            assert all(m["verified"] for m in det["mappers"])
+            assert "THP order 9, head pfn %#x" % head in det["summary"]
+
+
+def test_ksm_page_names_merging_process(sample):
+    for rec in need(sample, "ksm"):
+        rep = report(sample, rec["pfn"])
+        det = rep.owner.detail
+        assert rep.owner.kind == "ksm", owner_line(rep)
+        assert mapper_set(rep) == truth_mappers(rec)
+        assert det["nr_mappers"] == len(rec["mappers"]) == det["rmap_items"]
+        assert all(m["verified"] for m in det["mappers"])
+        assert det["processes"] == [{"pid": rec["pid"], "comm": rec["comm"]}]
+        assert "pid %d (%s)" % (rec["pid"], rec["comm"]) in det["summary"]
+
+
+# -- swap cache ---------------------------------------------------------------------
+
+def test_anon_page_in_swap_cache_names_process_and_swap_slot(sample):
+    recs = need(sample, "swapcache")
+    offsets = set()
+    for rec in recs:
+        rep = report(sample, rec["pfn"])
+        det = rep.owner.detail
+        assert rep.owner.kind == "anon", owner_line(rep)  # read back: mapped again
+        assert mapper_set(rep) == truth_mappers(rec)
+        sw = det["swap"]
+        assert sw["device"] == "/dev/" + rec["swap_dev"]
+        assert sw["dev"] == rec["swap_dev"]
+        assert sw["type"] == 0 and "note" not in sw, sw
+        offsets.add(sw["offset"])
+        assert "swap /dev/%s slot %d" % (rec["swap_dev"], sw["offset"]) in det["summary"]
+    # one slot per page, and none of them the slots still swapped out
+    assert len(offsets) == len(recs)
+    out = {r["swap_offset"] for r in sample.truth["records"] if r["kind"] == "swapped-out"}
+    assert not offsets & out
+
+
+# -- page cache and shmem -----------------------------------------------------------
+
+def _check_file(rec, rep) -> None:
+    det = rep.owner.detail
+    assert det["path"] == rec["path"], (rec, det)
+    assert det["mounted"] is True
+    assert det["offset"] == rec["offset"]
+    assert det["ino"] == rec["ino"]
+    assert det["fs"] == rec["fs"]
+    if "dev" in rec:
+        assert det["dev"] == rec["dev"]
+    assert "%s offset %#x" % (rec["path"], rec["offset"]) in det["summary"]
+    assert truth_mappers(rec) <= mapper_set(rep)
+    for m in det["mappers"]:
+        if (m["pid"], m["comm"], m["vaddr"]) in truth_mappers(rec):
+            assert m["verified"] is True
+
+
+def test_page_cache_page_names_file_path_and_offset(sample):
+    for rec in need(sample, "pagecache", "file-mmap"):
+        rep = report(sample, rec["pfn"])
+        assert rep.owner.kind == "pagecache", (rec, owner_line(rep))
+        _check_file(rec, rep)
+        assert rep.owner.detail["dirty"] is False
+
+
+def test_unmapped_page_cache_page_has_no_mappers(sample):
+    for rec in need(sample, "pagecache"):
+        assert report(sample, rec["pfn"]).owner.detail["mappers"] == []
+
+
+def test_dirty_page_cache_page_says_dirty(sample):
+    for rec in need(sample, "pagecache-dirty"):
+        rep = report(sample, rec["pfn"])
+        assert rep.owner.kind == "pagecache"
+        _check_file(rec, rep)
+        assert rep.owner.detail["dirty"] is True
+        assert ", dirty" in rep.owner.detail["summary"]
+
+
+def test_shmem_page_is_named_shmem_with_its_path(sample):
+    for rec in need(sample, "shmem"):
+        rep = report(sample, rec["pfn"])
+        assert rep.owner.kind == "shmem", owner_line(rep)
+        assert rep.owner.detail["shmem"] is True
+        _check_file(rec, rep)
+
+
+def test_file_names_survive_the_filtered_kdump(sample):
+    """makedumpfile -d 31 drops the file and anon pages themselves, not the
+    kernel structures that name their owners."""
+    for kind in ("file-mmap", "anon", "shmem"):
+        for rec in records(sample, kind)[:3]:
+            full = page_dict(report(sample, rec["pfn"]))
+            filtered = page_dict(report(sample, rec["pfn"], kdump=True))
+            assert filtered["owner"] == full["owner"]
+
+
+# -- page tables --------------------------------------------------------------------
+
+def _pgtable_pfns(sample) -> List[int]:
+    flags = array("Q")
+    flags.frombytes((sample.dir / "kpageflags.bin").read_bytes())
+    return [pfn for pfn, f in enumerate(flags) if f >> KPF_PGTABLE & 1]
+
+
+def test_page_table_page_names_its_process(sample):
+    """Every page the guest called a page table (KPF_PGTABLE) belongs to a
+    live process's mm, a task-less kernel mm, or the kernel's own tables."""
+    pfns = _pgtable_pfns(sample)
+    assert pfns
+    k = kernel_of(open_sample(sample))
+    live = set(tasks_of(k).by_mm)
+    kinds: Dict[str, int] = collections.Counter()
+    for pfn in pfns:
+        rep = identify(k, pfn)
+        det = rep.owner.detail
+        assert rep.owner.kind == "pgtable", (pfn, owner_line(rep))
+        assert det["kernel"] is not None, (pfn, det["summary"])
+        if det["kernel"]:
+            kinds["kernel"] += 1
+            assert det["summary"].startswith("kernel page tables")
+        elif det["processes"]:
+            kinds["process"] += 1
+            assert det["mm"] in live
+            p = det["processes"][0]
+            assert "pid %d (%s)" % (p["pid"], p["comm"]) in det["summary"]
+        else:
+            kinds["special"] += 1
+            assert det.get("special_mm"), det
+    assert kinds["process"] > 0 and kinds["kernel"] > 0, kinds
+
+
+def test_page_tables_of_each_process_add_up_to_its_vmpte(sample):
+    """The tables found under each mm (below the pgd) are exactly what the
+    kernel counted in mm_pgtables_bytes (VmPTE in /proc/<pid>/status),
+    deposited THP tables included."""
+    k = kernel_of(open_sample(sample))
+    tm = table_map(k)
+    per_mm: Dict[int, int] = collections.Counter()
+    for owners in tm.owners.values():
+        for mm, level, _, _, _ in owners:
+            if level < tm.levels:
+                per_mm[mm] += 1
+    compared = 0
+    for task in sample.truth["tasks"]:
+        if task["vm_pte_kb"] < 0:
+            continue  # a kernel thread
+        procs = [mm for mm, ps in tasks_of(k).by_mm.items() if any(p.tgid == task["pid"] for p in ps)]
+        assert len(procs) == 1, task
+        assert per_mm[procs[0]] * 4 == task["vm_pte_kb"], task
+        compared += 1
+    assert compared >= 8
+
+
+def test_thp_has_a_deposited_pte_table(sample):
+    for rec in need(sample, "thp"):
+        k = kernel_of(open_sample(sample))
+        mm = [mm for mm, ps in tasks_of(k).by_mm.items() if any(p.tgid == rec["pid"] for p in ps)][0]
+        deposited = [pfn for pfn, owners in table_map(k).owners.items()
+                     for o in owners if o[0] == mm and o[4].startswith("deposited")]
+        assert len(deposited) == 1
+        info = pgtable_owner(k, deposited[0])
+        assert info["level"] == "pte" and info["vaddr_start"] <= rec["vaddr"] <= info["vaddr_end"]
+
+
+def test_kernel_top_level_table_is_the_kernels(sample):
+    k = kernel_of(open_sample(sample))
+    top = k.sym_opt("init_top_pgt") or k.sym("swapper_pg_dir")
+    info = pgtable_owner(k, k.virt_to_pfn(top))
+    assert info["kernel"] is True and info["level"] == "pgd"
+
+
+# -- output ---------------------------------------------------------------------------
+
+def test_user_owner_json_is_plain_data(sample):
+    for kind in ("anon", "ksm", "shmem", "file-mmap", "swapcache", "thp"):
+        for rec in records(sample, kind)[:1]:
+            text = to_json(page_dict(report(sample, rec["pfn"])))
+            assert '"summary"' in text and "\\u001b" not in text
+
+
+def test_tasks_index_has_every_process_the_guest_listed(sample):
+    k = kernel_of(open_sample(sample))
+    ours = {(t.tgid, t.comm) for t in tasks_of(k).tasks if t.pid == t.tgid}
+    # /proc/<pid>/status shows a user process's comm as is (a kworker's
+    # gets its workqueue appended, so only processes with an mm are compared)
+    theirs = {(t["pid"], t["comm"]) for t in sample.truth["tasks"] if t["vm_pte_kb"] >= 0}
+    assert len(theirs) >= 8
+    missing = {(p, c) for p, c in theirs if (p, c) not in ours}
+    assert not missing
