@@ -3,40 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
-from typing import Any, Dict, Iterable, List, Optional
-
-import pytest
+from typing import Dict, Iterable, List, Optional
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 CRASHEXT = os.path.join(REPO, "crashext")
 STANDIN = os.path.join(TESTS, "pykdump")
 PROGRAM = os.path.join(CRASHEXT, "pagewho.py")
-
-# The sample kernels (vmcores-sample/lab.py); the order is oldest first.
-SUITES = ("bullseye", "bookworm", "trixie", "forky")
-
-
-def lab():
-    """vmcores-sample/lab.py, or a skip saying it is not there yet."""
-    path = os.path.join(REPO, "vmcores-sample")
-    if not os.path.exists(os.path.join(path, "lab.py")):
-        pytest.skip("vmcores-sample/lab.py not present")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import lab as lab_module
-
-    return lab_module
-
-
-def sample(suite: str):
-    """The sample dump of ``suite`` (built or fetched by lab on demand)."""
-    mod = lab()
-    try:
-        return mod.sample(suite)
-    except Exception as e:  # the lab says why it cannot provide it
-        pytest.skip("no %s sample: %s" % (suite, str(e).splitlines()[0] if str(e) else type(e).__name__))
 
 
 def vmcore_of(s) -> str:
@@ -45,8 +18,7 @@ def vmcore_of(s) -> str:
         path = getattr(s, attr, None)
         if path and os.path.exists(str(path)):
             return str(path)
-    pytest.skip("sample %s has no vmcore file" % getattr(s, "release", "?"))
-    raise AssertionError  # unreachable
+    raise AssertionError("sample %s has no vmcore file" % getattr(s, "release", "?"))
 
 
 def drgn_target(s, vmcore: Optional[str] = None):
@@ -55,29 +27,18 @@ def drgn_target(s, vmcore: Optional[str] = None):
     return DrgnTarget.open(vmcore or vmcore_of(s), str(s.vmlinux))
 
 
-def _ints_under_pfn_keys(obj: Any, out: List[int], under: bool = False) -> None:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _ints_under_pfn_keys(v, out, under or "pfn" in str(k).lower())
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _ints_under_pfn_keys(v, out, under)
-    elif under and isinstance(obj, int) and not isinstance(obj, bool) and obj > 0:
-        out.append(obj)
-
-
-def planted_pfns(s, limit: int = 24) -> List[int]:
-    """pfns the sample's workload put in place (from its truth), deduplicated."""
+def planted_pfns(s, per_kind: int = 3) -> List[int]:
+    """pfns the sample's workload put in place (truth["records"], see
+    vmcores-sample/README.md): a few of each planted kind."""
+    by_kind: Dict[str, List[int]] = {}
+    for rec in (getattr(s, "truth", None) or {}).get("records", []):
+        pfn = rec.get("pfn")
+        if isinstance(pfn, int) and pfn > 0:
+            by_kind.setdefault(str(rec.get("kind")), []).append(pfn)
     out: List[int] = []
-    _ints_under_pfn_keys(getattr(s, "truth", {}) or {}, out)
-    seen: Dict[int, None] = {}
-    for p in out:
-        seen.setdefault(p, None)
-    pfns = list(seen)
-    if len(pfns) > limit:
-        step = len(pfns) / limit
-        pfns = [pfns[int(i * step)] for i in range(limit)]
-    return pfns
+    for pfns in by_kind.values():
+        out += pfns[:per_kind]
+    return uniq(out)
 
 
 def spread_pfns(max_pfn: int, count: int = 24) -> List[int]:
