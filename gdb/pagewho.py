@@ -54,10 +54,13 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.$]*$")
 _MEMBER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
 
 
-class ConnectionLost(Exception):
-    """The gdbstub went away.  Deliberately not a TargetError: the core
-    turns those into one pfn's error and goes on, and every further read
-    would fail the same way."""
+class ConnectionLost(BaseException):
+    """The gdbstub went away: the whole run must stop.
+
+    Not a TargetError, which the core reports per pfn and goes on (every
+    further read would fail the same way), and not an Exception, which the
+    core reports as an internal error: like asyncio.CancelledError (Python
+    3.8+), it derives from BaseException so only _guarded catches it."""
 
 
 class GdbTarget(Target):
@@ -201,6 +204,8 @@ class GdbTarget(Target):
         return None if found is None else found[0]
 
     def member_size(self, type_name: str, member: str) -> int | None:
+        if "[" in member:  # dotted names only, as the protocol (and drgn_target) say
+            return None
         found = self._member(type_name, member)
         return None if found is None else found[1].sizeof
 

@@ -40,19 +40,21 @@ CLI_TIMEOUT = 600
 MARK = "@@pagewho-test@@"
 
 # What the guest's workload planted (vmcores-sample/workload.c "kind") and
-# the owner pagewho must name for it.
+# the owners pagewho may name for it.  A "swapcache" page was swapped out
+# and faulted back in: it is an anonymous page again (anon mapping), and the
+# kernel drops it from the swap cache when it likes, so both answers are right.
 TRUTH_KIND = {
-    "pagecache": "pagecache",
-    "pagecache-dirty": "pagecache",
-    "file-mmap": "pagecache",
-    "shmem": "shmem",
-    "swapcache": "swapcache",
-    "anon": "anon",
-    "thp": "anon",
-    "ksm": "ksm",
-    "hugetlb": "hugetlb",
-    "hugetlb-free": "hugetlb",
-    "slab": "slab",
+    "pagecache": ("pagecache",),
+    "pagecache-dirty": ("pagecache",),
+    "file-mmap": ("pagecache",),
+    "shmem": ("shmem",),
+    "swapcache": ("swapcache", "anon"),
+    "anon": ("anon",),
+    "thp": ("anon",),
+    "ksm": ("ksm",),
+    "hugetlb": ("hugetlb",),
+    "hugetlb-free": ("hugetlb",),
+    "slab": ("slab",),
 }
 
 needs_gdb = pytest.mark.skipif(GDB is None, reason="gdb is not installed (scripts/setup)")
@@ -382,7 +384,7 @@ def test_live_kinds_match_truth(kernel):
     doc = json.loads(kernel["live"]["json"])
     got = {p["pfn"]: p["owner"]["kind"] for p in doc["pages"]}
     wrong = [(kind, hex(pfn), got.get(pfn)) for kind, pfn in kernel["plants"]
-             if got.get(pfn) != TRUTH_KIND[kind]]
+             if got.get(pfn) not in TRUTH_KIND[kind]]
     assert not wrong, f"{kernel['suite']}: (planted, pfn, gdb said): {wrong}"
 
 
