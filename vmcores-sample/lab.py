@@ -204,9 +204,25 @@ def sample(suite: str, rebuild: bool = False, mem=None) -> Sample:
         mem_mb = _parse_mem(mem)
     release, kdir = kernel(suite, refresh=rebuild)
     sdir = _sample_dir(kdir, mem_mb)
-    if rebuild or not _sample_complete(sdir):
-        _build_sample(suite, release, kdir, sdir, mem_mb)
+    # One builder at a time per sample: several test processes (or a test
+    # and build.py) may ask for the same sample at once.
+    with _locked(kdir / ("build-%d.lock" % mem_mb)):
+        if rebuild or not _sample_complete(sdir):
+            _build_sample(suite, release, kdir, sdir, mem_mb)
     return Sample(suite, kdir, sdir)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _stage_guest(kdir: Path, work: Path, mem_mb: int, timings: dict) -> tuple:
