@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+import struct
+from typing import Dict, Optional, Tuple
 
 import drgn
 
+from .elffile import vmlinux_identity
 from .target import FaultError, Target, TargetError
 
 
@@ -19,6 +21,10 @@ class DrgnTarget(Target):
         self.live = live
         self._types: Dict[str, Optional[drgn.Type]] = {}
         self._enum_cache: Optional[Dict[str, int]] = None
+        #: the vmlinux file given to open(), if any
+        self.vmlinux_path: Optional[str] = None
+        #: (file size, size its ELF headers need) of a truncated ELF vmcore
+        self.truncated: Optional[Tuple[int, int]] = None
 
     @classmethod
     def open(cls, vmcore: Optional[str], vmlinux: Optional[str]) -> DrgnTarget:
@@ -43,7 +49,14 @@ class DrgnTarget(Target):
                 raise TargetError("no kernel debug info: %s" % str(e).splitlines()[0]) from None
         except (OSError, ValueError) as e:
             raise TargetError("cannot load %s: %s" % (vmlinux, e)) from None
-        return cls(prog, live=vmcore is None)
+        if vmlinux and not _has_vmlinux(prog):
+            # drgn ignores a vmlinux whose build ID is not the dump's
+            raise TargetError(_mismatch_message(prog, vmlinux))
+        target = cls(prog, live=vmcore is None)
+        target.vmlinux_path = vmlinux
+        if vmcore is not None:
+            target.truncated = _elf_truncation(vmcore)
+        return target
 
     # -- protocol ---------------------------------------------------------
 
@@ -51,7 +64,10 @@ class DrgnTarget(Target):
         try:
             return self.prog.read(address, size)
         except drgn.FaultError as e:
-            raise FaultError(address, size, str(e)) from None
+            why = str(e)
+            if self.truncated and "short read" in why:
+                why = "not in the dump: the dump file is truncated (%d of %d bytes)" % self.truncated
+            raise FaultError(address, size, why) from None
         except (ValueError, OverflowError) as e:
             raise FaultError(address, size, str(e)) from None
 
@@ -134,11 +150,24 @@ class DrgnTarget(Target):
             return None
 
     def release(self) -> str:
-        try:
-            return self.prog["UTS_RELEASE"].string_().decode()
-        except (KeyError, LookupError, ValueError):
-            pass
-        return self.prog["init_uts_ns"].name.release.string_().decode()
+        # init_uts_ns first: read at the vmlinux's address, it shows whether
+        # the vmlinux matches the memory (drgn's UTS_RELEASE comes from the
+        # dump's VMCOREINFO and would always agree with it).
+        uts = self.symbol("init_uts_ns")
+        off = self.offsetof("struct uts_namespace", "name.release")
+        if uts is not None and off is not None:
+            raw = self.read_cstring(uts + off, 65)
+        else:
+            try:
+                raw = self.prog["UTS_RELEASE"].string_()
+            except (LookupError, ValueError, drgn.FaultError):
+                raise TargetError("cannot find the kernel release (no init_uts_ns)") from None
+        return raw.decode("ascii", "replace")
+
+    def vmlinux_release(self) -> Optional[str]:
+        if not self.vmlinux_path:
+            return None
+        return vmlinux_identity(self.vmlinux_path)[0]
 
     def symbolize(self, address: int) -> Optional[str]:
         try:
@@ -154,3 +183,50 @@ def _has_vmlinux(prog: drgn.Program) -> bool:
         return True
     except LookupError:
         return False
+
+
+def _mismatch_message(prog: drgn.Program, vmlinux: str) -> str:
+    """Why drgn ignored ``vmlinux``: the dump's and the file's kernels."""
+    dump_release = dump_id = None
+    try:
+        info = bytes(prog["VMCOREINFO"].string_()).decode("ascii", "replace")
+        for line in info.splitlines():
+            key, _, value = line.partition("=")
+            if key == "OSRELEASE":
+                dump_release = value
+            elif key == "BUILD-ID":
+                dump_id = value
+    except (LookupError, ValueError, drgn.FaultError):
+        pass
+    release, build_id = vmlinux_identity(vmlinux)
+    if release is None and build_id is None:
+        return "%s is not a vmlinux with debug info (dump: Linux %s)" % (vmlinux, dump_release or "unknown")
+    text = "%s does not match the dump: the dump is Linux %s" % (vmlinux, dump_release or "unknown")
+    if release == dump_release and dump_id:
+        text += " build %s, the vmlinux is build %s" % (dump_id[:12], (build_id or "unknown")[:12])
+    else:
+        text += ", the vmlinux is Linux %s" % (release or "unknown")
+    return text + " (load the vmlinux of the dumped kernel)"
+
+
+def _elf_truncation(path: str) -> Optional[Tuple[int, int]]:
+    """(file size, size needed) when ``path`` is an ELF core shorter than
+    its program headers say; None for a complete or non-ELF file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
+                return None
+            phoff, = struct.unpack_from("<Q", head, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+            f.seek(0, 2)
+            size = f.tell()
+    except (OSError, struct.error):
+        return None
+    need = 0
+    for i in range(len(table) // phentsize if phentsize >= 56 else 0):
+        _type, _flags, off, _va, _pa, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+        need = max(need, off + filesz)
+    return (size, need) if need > size else None

@@ -90,6 +90,12 @@ class Target:
         """"symbol+0xoffset" for a text/data address, or None."""
         return None
 
+    def vmlinux_release(self) -> Optional[str]:
+        """The release the vmlinux file itself carries (its ``linux_banner``),
+        or None when the debugger cannot tell.  Only used to explain a
+        vmlinux that does not match the memory."""
+        return None
+
     # -- helpers built on read(); adapters need not override them ---------
 
     def read_u8(self, address: int) -> int:
