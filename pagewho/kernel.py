@@ -47,6 +47,75 @@ def parse_vmcoreinfo(text: Optional[str]) -> Dict[str, str]:
     return out
 
 
+_RELEASE = re.compile(r"\d+\.\d+[0-9A-Za-z.+_~-]*$")
+
+
+def _banner_release(target: Target) -> Optional[str]:
+    """The release in ``linux_banner`` ("Linux version R ...") at the
+    vmlinux's address, or None when that is not a banner."""
+    addr = target.symbol("linux_banner")
+    if addr is None:
+        return None
+    try:
+        text = target.read_cstring(addr, 128)
+    except FaultError:
+        return None
+    m = re.match(rb"Linux version (\S+)", text)
+    return m.group(1).decode("ascii", "replace") if m else None
+
+
+def check_vmlinux(target: Target, info: Dict[str, str]) -> str:
+    """The kernel release, after checking that the vmlinux (the symbols and
+    types the target uses) belongs to the kernel in memory.
+
+    The dump says which kernel it holds in VMCOREINFO (``OSRELEASE``, and
+    the run-time address of ``init_uts_ns``) or, without VMCOREINFO, in
+    ``linux_banner``; the release read at the vmlinux's ``init_uts_ns``
+    must be the same, or every address pagewho uses is wrong.  Raises
+    :class:`TargetError` showing both releases.
+    """
+    from .text import clean
+
+    fault = None
+    try:
+        mine: Optional[str] = target.release()
+    except FaultError as e:
+        mine, fault = None, e
+    except (TargetError, LookupError, ValueError, UnicodeError):
+        mine = None
+    dump = info.get("OSRELEASE")
+    source = "VMCOREINFO"
+    if dump is None:
+        dump = _banner_release(target)
+        source = "linux_banner"
+    # the run-time address of init_uts_ns, when VMCOREINFO gives it
+    same_place = True
+    sym = info.get("SYMBOL(init_uts_ns)")
+    if sym is not None:
+        addr = target.symbol("init_uts_ns")
+        try:
+            same_place = addr is None or int(sym, 16) == addr
+        except ValueError:
+            pass
+    if mine is not None and (mine == dump or dump is None) and same_place:
+        return mine  # (nothing to compare with when dump is None)
+    if fault is not None and same_place:
+        # the right place, but not in the dump (truncated, filtered): say so
+        raise TargetError("cannot read the kernel release (init_uts_ns): %s" % fault)
+    vmlinux = target.vmlinux_release()
+    if vmlinux is None:
+        if mine is not None and _RELEASE.match(mine) and mine != dump:
+            vmlinux = mine
+        else:
+            vmlinux = "another kernel (its init_uts_ns reads %s)" % (
+                "nothing" if mine is None else repr(clean(mine[:40])))
+    elif vmlinux == dump:
+        vmlinux += " of another build"
+    raise TargetError("the vmlinux does not match the dump: the dump is Linux %s (%s), the vmlinux is %s "
+                      "(load the vmlinux of the dumped kernel)"
+                      % (clean(dump or "unknown"), source, clean(vmlinux)))
+
+
 class Kernel:
     """Layout, constants and address translation of one kernel image.
 
@@ -56,9 +125,9 @@ class Kernel:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.release = target.release()
-        self.version = parse_release(self.release)
         self.vmcoreinfo = parse_vmcoreinfo(target.vmcoreinfo())
+        self.release = check_vmlinux(target, self.vmcoreinfo)
+        self.version = parse_release(self.release)
         self._off: Dict[Tuple[str, str], Optional[int]] = {}
         self._size: Dict[str, Optional[int]] = {}
         self._sym: Dict[str, Optional[int]] = {}
