@@ -274,7 +274,12 @@ class Kernel:
             if text is None or end is None or not text <= address < end:
                 return None
             return (address - START_KERNEL_MAP + self.phys_base) >> self.page_shift
-        if self.page_offset <= address < self.page_offset + (1 << 46):
+        # The direct map is at most 64 TiB, and ends where KASLR put the
+        # vmalloc area when that comes sooner (arch/x86/mm/kaslr.c).
+        end = self.page_offset + (1 << 46)
+        if self.page_offset < self.vmalloc_start < end:
+            end = self.vmalloc_start
+        if self.page_offset <= address < end:
             return (address - self.page_offset) >> self.page_shift
         return None
 
