@@ -10,6 +10,7 @@ Everything after the dump options is the shared command (pagewho.command).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import List, Optional
@@ -52,6 +53,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if ns.vmlinux and not os.path.exists(ns.vmlinux):
         sys.stderr.write("pagewho: %s: no such file\n" % ns.vmlinux)
         return 2
+    # drgn logs through the "drgn" logger; its warnings (an ignored vmlinux,
+    # unreadable module lists) would add lines to pagewho's one-line errors.
+    logging.getLogger("drgn").setLevel(logging.ERROR)
     try:
         from .drgn_target import DrgnTarget
     except ImportError:
