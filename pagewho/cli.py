@@ -38,14 +38,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if any(a in ("-h", "--help") for a in ns.rest) or not ns.rest:
         parser = make_parser(write)
-        write("usage: pagewho [--vmcore VMCORE] [--vmlinux VMLINUX] ARGS...\n"
-              "  --vmcore, -c  the dump (ELF or kdump-compressed); default: the running\n"
-              "                kernel through /proc/kcore (needs root)\n"
-              "  --vmlinux, -k the matching vmlinux with debug info; default: drgn's search\n\n")
-        try:
-            parser.parse_args(["--help"])
-        except Exception:
-            pass
+        parser.usage = "pagewho [--vmcore VMCORE] [--vmlinux VMLINUX] [options] PFN..."
+        dump = parser.add_argument_group("the memory image")
+        dump.add_argument("-c", "--vmcore", help="the dump (ELF or kdump-compressed); "
+                          "default: the running kernel through /proc/kcore (root)")
+        dump.add_argument("-k", "--vmlinux", help="the vmlinux with debug info matching the dump; "
+                          "default: drgn's search (/usr/lib/debug/...)")
+        parser.print_help()
         return 0 if ns.rest else 2
     if ns.vmcore and not os.path.exists(ns.vmcore):
         sys.stderr.write("pagewho: %s: no such file\n" % ns.vmcore)
