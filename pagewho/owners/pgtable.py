@@ -24,9 +24,10 @@ Checked against the sample dumps of 5.10, 6.1, 6.12 and 7.x.
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from ..kernel import Kernel
+from ..memmap import memmap_of
 from ..owner import Owner, register
 from ..page import Page
 from ..target import FaultError
@@ -71,6 +72,8 @@ class TableMap:
         if self.o_huge is None:
             self.o_huge = k.off_opt("struct ptdesc", "pmd_huge_pte")
         self.o_lru = k.off(P, "lru")
+        self.memmap = memmap_of(k)
+        self.walked: Set[int] = set()
         self._build()
 
     def _add(self, pfn: int, owner: int, level: int, base: int, span: int, note: str = "") -> None:
@@ -106,7 +109,10 @@ class TableMap:
             child = (e & _ADDR_MASK) >> 12
             vbase = base + i * child_span
             self._add(child, owner, level - 1, vbase, child_span)
-            if level - 1 > 1:
+            # a table is read once, even if shared (hugetlb PMD sharing) or
+            # if a corrupt entry points back up the tree
+            if level - 1 > 1 and child not in self.walked and self.memmap.valid(child):
+                self.walked.add(child)
                 self._walk(owner, child, level - 1, vbase, 0, 511)
         if huge_here and owner != KERNEL:
             self._deposits(owner, table_pfn, base, child_span << 9)
@@ -233,6 +239,20 @@ def _pt_mm(k: Kernel, page: Page) -> Optional[int]:
         return None
     mm = k.u64(page.address + off)
     return mm if is_kernel_ptr(mm) else None
+
+
+def name_table_page(k: Kernel, page: Page, head: Page, owner: Owner) -> bool:
+    """For pages the struct page leaves unexplained: name ``page`` as a page
+    table if a walk leads to it (kernels before ~v6.14 do not mark pgd
+    pages, nor most kernel tables, as PageTable).  True if it did."""
+    if page.page_type is not None or page.mapping or page.is_tail:
+        return False
+    if pgtable_owner(k, page.pfn) is None:
+        return False
+    owner.kind = "pgtable"
+    name_pgtable(k, page, head, owner)
+    owner.detail["marked"] = False
+    return True
 
 
 @register("pgtable")
