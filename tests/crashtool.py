@@ -9,6 +9,7 @@ Two crash builds are available:
 
       python3 tests/crashtool.py build          # once; needs root + debootstrap
       python3 tests/crashtool.py run forky VMLINUX VMCORE 'kmem -p 1000'
+      python3 tests/crashtool.py matrix [SUITE...]  # which crash reads which kernel
 
 The dump and the vmlinux are never copied into the chroot: a private mount
 namespace (``unshare --mount``) bind-mounts their directories read-only
@@ -197,7 +198,39 @@ def _fatal(text: str) -> Optional[str]:
     return found
 
 
+def probe(build: str, vmlinux: str, vmcore: str, phys: int, timeout: float = 600) -> str:
+    """One line: how far ``build`` gets with this dump (for docs/crash.md).
+
+    "reads" means crash started, ``sys`` shows the release, ``ps`` finds
+    more than the idle tasks and ``kmem -p`` decodes a struct page.
+    """
+    try:
+        version = crash_version(build)
+        out = run(build, vmlinux, vmcore, ["sys", "ps", "kmem -p %x" % phys], timeout=timeout)
+    except CrashUnavailable as e:
+        return "fails: %s" % e
+    release = re.search(r"^\s*RELEASE:\s*(\S+)", out, re.M)
+    tasks = len(re.findall(r"^[> ]\s*\d+\s+\d+\s+\d+\s+[0-9a-f]{8,}\s", out, re.M))
+    kmem = re.search(r"^[0-9a-f]{8,}\s+%x\s" % phys, out, re.M)
+    what = "%s: release %s, %d tasks, kmem -p %s" % (
+        version, release.group(1) if release else "?", tasks, "ok" if kmem else "no answer")
+    return ("reads  " if release and tasks > 2 and kmem else "partial ") + what
+
+
 def main(argv: List[str]) -> int:
+    if argv[:1] == ["matrix"]:
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path.insert(0, os.path.join(os.path.dirname(here), "vmcores-sample"))
+        import lab
+
+        for suite in argv[1:] or lab.SUITES:
+            s = lab.sample(suite)
+            vmcore = str(s.vmcore_kdump if os.path.exists(str(s.vmcore_kdump)) else s.vmcore_elf)
+            for build in ("host", "forky"):
+                print("%-9s %-28s %-6s %s" % (suite, s.truth.get("release", "?"), build,
+                                              probe(build, str(s.vmlinux), vmcore, 0x2000000)),
+                      flush=True)
+        return 0
     if argv[:1] == ["build"]:
         print(build_chroot())
         print(crash_version("forky"))
