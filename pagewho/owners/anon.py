@@ -146,11 +146,9 @@ def name_ksm(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     for m in found:
         procs_seen.setdefault(m["pid"], m["comm"])
     det["processes"] = [{"pid": p, "comm": c} for p, c in procs_seen.items()]
-    text = "KSM page shared by %d mapping%s" % (len(found), "" if len(found) == 1 else "s")
-    if procs_seen:
-        text += " in " + ", ".join("pid %s (%s)" % (p, c) for p, c in procs_seen.items())
+    text = "merged page mapped %d time%s" % (len(found), "" if len(found) == 1 else "s")
     if found:
-        text += ": " + mappers_text(found, 3)
+        text += ", by " + mappers_text(found)
     text += _folio_detail(k, page, head, det)
     text += _swap_suffix(k, page, head, det)
     det["summary"] = text

@@ -308,13 +308,22 @@ def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int) -> Tuple[List[
     return found, ruled_out
 
 
-def mappers_text(found: List[Dict[str, object]], limit: int = 4) -> str:
-    """"pid 12 (comm) at 0x7f..., ..." for a summary line."""
+def mappers_text(found: List[Dict[str, object]], limit: int = 4, per_process: int = 3) -> str:
+    """"pid 12 (comm) at 0x7f..., pid 13 (comm) at 0x7f..." for a summary
+    line: mappers grouped by process, at most ``limit`` processes and
+    ``per_process`` addresses each; unverified addresses are marked."""
+    groups: Dict[Tuple[object, object, object], List[Dict[str, object]]] = {}
+    for m in found:
+        key = (m["pid"], m["comm"], m["mm"] if m["pid"] is None else None)
+        groups.setdefault(key, []).append(m)
     parts = []
-    for m in found[:limit]:
-        who = "mm %#x (no task)" % m["mm"] if m["pid"] is None else "pid %s (%s)" % (
-            m["pid"], clean(str(m["comm"])))
-        parts.append("%s at %#x%s" % (who, m["vaddr"], "" if m["verified"] else " (candidate)"))
-    if len(found) > limit:
-        parts.append("+%d more" % (len(found) - limit))
-    return ", ".join(parts)
+    for (pid, comm, mm), ms in list(groups.items())[:limit]:
+        who = "mm %#x (no task)" % mm if pid is None else "pid %s (%s)" % (pid, clean(str(comm)))
+        addrs = ["%#x%s" % (m["vaddr"], "" if m["verified"] else " (candidate)") for m in ms[:per_process]]
+        if len(ms) > per_process:
+            addrs.append("+%d more" % (len(ms) - per_process))
+        parts.append("%s at %s" % (who, ", ".join(addrs)))
+    if len(groups) > limit:
+        parts.append("+%d more processes" % (len(groups) - limit))
+    return "; ".join(parts) if len(parts) > 1 and len(groups) > 1 and any(
+        len(g) > 1 for g in groups.values()) else ", ".join(parts)
