@@ -35,18 +35,17 @@ per anon_vma, never per page.
 
 from __future__ import annotations
 
-import os
 import sys
-from struct import iter_unpack
 import time
 from array import array
 from bisect import bisect_left
 from collections import Counter
+from struct import iter_unpack
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .kernel import Kernel
 from .owner import KINDS, classify, is_thp
-from .page import Page, PageDecoder, decoder_of
+from .page import Page, decoder_of
 from .scan import BULK_INDEXES, CHUNK_PAGES
 from .target import FaultError, TargetError
 from .text import clean, columns, to_json
@@ -239,7 +238,8 @@ class FastScan:
             if sys.byteorder != "little":
                 ap.byteswap()
             tmask = _word_mask(tail, n)
-            W = ((W & tmask & int.from_bytes(ap.tobytes(), "little")) | (tmask // _ALL)) | (W & _word_mask(keep & ~tail, n))
+            W = ((W & tmask & int.from_bytes(ap.tobytes(), "little")) | (tmask // _ALL)
+                 | (W & _word_mask(keep & ~tail, n)))
         else:
             W &= _word_mask(keep, n)
         nf = self.nfields
@@ -459,3 +459,513 @@ def fast_kinds(k: Kernel, start: int = 0, end: Optional[int] = None) -> Iterator
     for ch in fs.run(start, end):
         for i, kid in enumerate(ch.kinds):
             yield ch.start + i, names[kid]
+
+
+# -- the summary ----------------------------------------------------------------------
+
+def _try(default: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """Naming is best effort: a namer that fails leaves its part unnamed."""
+    try:
+        return fn(*args)
+    except (TargetError, ImportError, AttributeError, ValueError, KeyError, IndexError,
+            OverflowError, RecursionError, TypeError):
+        return default
+
+
+class _Progress:
+    """Progress on stderr, for runs over 2 s when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.shown = False
+        try:
+            self.tty = sys.stderr is not None and sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.tty or time.monotonic() - self.t0 < 2.0:
+            return
+        sys.stderr.write("\rpagewho: %d of %d pages (%d%%)" % (done, total, 100 * done // max(total, 1)))
+        sys.stderr.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
+
+
+class Summary:
+    """Every valid pfn, grouped by owner.  :meth:`collect` runs the fast
+    pass; :meth:`to_dict` is the "pagewho-summary/1" document."""
+
+    def __init__(self, k: Kernel, top: int = 10) -> None:
+        self.k = k
+        self.top = top
+        self.fs = FastScan(k)
+        self.pages = 0
+        self.unreadable = 0
+        self.seconds = 0.0
+        self.kind_pages: Counter = Counter()
+        self.keyed: Counter = Counter()
+        #: (zone, order, migratetype) -> free blocks
+        self.buddy_blocks: Counter = Counter()
+        self.pcp_zone: Counter = Counter()
+        #: (chunk start, kinds bytearray), for the map and reserved ranges
+        self.chunks: List[Tuple[int, bytearray]] = []
+        self.vm_callers: Counter = Counter()
+        self.kstack_tasks = 0
+        self.notes: List[str] = []
+
+    # -- collecting ----------------------------------------------------------------
+
+    def collect(self, progress: Optional[Progress] = None) -> Summary:
+        t0 = time.monotonic()
+        fs = self.fs
+        k = self.k
+        refine = self._refinements()
+        mm = fs.d.memmap
+        total = sum(b - a for a, b in mm.ranges())
+        mt_cache: Dict[int, Optional[str]] = {}
+        from .zones import zone_of
+
+        for ch in fs.run(progress=progress):
+            kinds = ch.kinds
+            self._refine(ch.start, kinds, refine)
+            self.chunks.append((ch.start, kinds))
+            self.pages += ch.n
+            for kid in set(kinds):
+                self.kind_pages[fs.kind_names[kid]] += kinds.count(kid)
+            key = fs.key
+            keyed = self.keyed
+            for sig, n in ch.sig_counts.items():
+                kk = key.get(sig)
+                if kk is not None and n:
+                    keyed[kk] += n
+            for pfn, order in ch.buddy_heads:
+                z = zone_of(k, pfn)
+                pb = pfn >> 9
+                if pb not in mt_cache:
+                    mt_cache[pb] = _try(None, _migratetype, k, pfn)
+                self.buddy_blocks[(z.name if z else "?", order, mt_cache[pb] or "?")] += 1
+        self.unreadable = total - self.pages
+        self.seconds = time.monotonic() - t0
+        return self
+
+    def _refinements(self) -> Dict[str, Any]:
+        """What pagewho PFN's namers would add for pages the struct page
+        leaves "free" or "unknown": pcp lists, vmalloc areas, kernel stacks
+        (used only when no bulk index of scan() already gave them)."""
+        k = self.k
+        out: Dict[str, Any] = {"pcp": [], "vm": [], "vm_info": {}}
+        from .owners import buddy as _buddy
+
+        pcp = _try({}, _buddy._pcp_index, k) or {}
+        pfns = []
+        for h, e in pcp.items():
+            pfns.extend(range(h, h + (1 << min(e.order, 20))))
+        out["pcp"] = sorted(pfns)
+        out["pcp_zone"] = {h: e.zone for h, e in pcp.items()}
+        try:
+            from .owners import vmalloc as _vm
+        except ImportError:
+            return out
+        index = _try({}, _vm._pfn_index, k) or {}
+        out["vm"] = sorted(index)
+        out["vm_index"] = index
+        return out
+
+    def _area_kind(self, area: Any) -> Tuple[str, str]:
+        """(kind, caller) of a vmap area, as the vmalloc namer decides."""
+        memo = self.__dict__.setdefault("_areas", {})
+        got = memo.get(id(area))
+        if got is None:
+            from .owner import Owner
+            from .owners import vmalloc as _vm
+
+            o = Owner("unknown")
+            _try(None, _vm.name_area, self.k, None, o, area, None)
+            caller = o.detail.get("caller") or "?"
+            got = (o.kind if o.kind in ("vmalloc", "kstack", "percpu") else "vmalloc", str(caller))
+            memo[id(area)] = got
+        return got
+
+    def _refine(self, c: int, kinds: bytearray, refine: Dict[str, Any]) -> None:
+        fs = self.fs
+        n = len(kinds)
+        F, U = fs.FREE, fs.UNKNOWN
+        pcp = refine["pcp"]
+        j = bisect_left(pcp, c)
+        P = fs._id("pcp")
+        while j < len(pcp) and pcp[j] < c + n:
+            i = pcp[j] - c
+            if kinds[i] == F:
+                kinds[i] = P
+            j += 1
+        vm = refine["vm"]
+        j = bisect_left(vm, c)
+        while j < len(vm) and vm[j] < c + n:
+            pfn = vm[j]
+            i = pfn - c
+            if kinds[i] == U:
+                area = refine["vm_index"][pfn][0]
+                kind, caller = self._area_kind(area)
+                kinds[i] = fs._id(kind)
+                if kind == "vmalloc":
+                    self.vm_callers[caller] += 1
+            j += 1
+
+    # -- naming, aggregated ------------------------------------------------------------
+
+    def _slab_caches(self) -> List[Dict[str, Any]]:
+        k = self.k
+        by_cache: Counter = Counter()
+        for key, n in self.keyed.items():
+            if key[0] == "slab":
+                by_cache[key[1]] += n
+        out = []
+        for cache, n in by_cache.most_common():
+            name = _try(None, _cache_name, k, cache)
+            out.append({"name": name, "address": cache, "pages": n})
+        return out
+
+    def _files(self, shmem: bool) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+        """(files, filesystems) for page cache (or shmem) pages."""
+        k = self.k
+        from .owners import file as _file
+
+        off_host = k.off("struct address_space", "host")
+        off_sb = k.off("struct inode", "i_sb")
+        off_ino = k.off("struct inode", "i_ino")
+        kinds = self._mapping_kinds()
+        per: Counter = Counter()
+        thp: Counter = Counter()
+        for key, n in self.keyed.items():
+            if key[0] == "file" and kinds.get(key[1]) == shmem:
+                per[key[1]] += n
+                if key[2]:
+                    thp[key[1]] += n
+        by_fs: Counter = Counter()
+        files = []
+        for i, (mapping, n) in enumerate(per.most_common()):
+            inode = _try(0, k.u64, mapping + off_host)
+            sb = _try(0, k.u64, inode + off_sb) if inode else 0
+            fstype, dev = _try(("?", "?"), _file.sb_info, k, sb) if sb else ("?", "?")
+            by_fs[(fstype, dev)] += n
+            if i < self.top:
+                path = None
+                dentry = _try(None, _file.inode_dentry, k, inode) if inode else None
+                if dentry:
+                    info = _try(None, _file.dentry_path, k, dentry)
+                    if info:
+                        path = _file.path_text(info)
+                files.append({"path": path, "ino": _try(None, k.u64, inode + off_ino) if inode else None,
+                              "fs": fstype, "dev": dev, "mapping": mapping, "inode": inode,
+                              "pages": n, "thp_pages": thp[mapping]})
+        fss = [{"fs": f, "dev": d, "pages": n} for (f, d), n in by_fs.most_common()]
+        return files, fss
+
+    def _mapping_kinds(self) -> Dict[int, bool]:
+        """mapping -> True when its pages were classified shmem."""
+        memo = self.__dict__.get("_mkinds")
+        if memo is None:
+            memo = {}
+            for sig, key in self.fs.key.items():
+                if key is not None and key[0] == "file":
+                    memo[key[1]] = self.fs.kind_names[self.fs.kid[sig]] == "shmem" if sig in self.fs.kid \
+                        else memo.get(key[1], False)
+            self.__dict__["_mkinds"] = memo
+        return memo
+
+    def _anon(self) -> List[Dict[str, Any]]:
+        k = self.k
+        per: Counter = Counter()
+        for key, n in self.keyed.items():
+            if key[0] == "anon":
+                per[key[1]] += n
+        off_mm = k.off("struct vm_area_struct", "vm_mm")
+        groups: Counter = Counter()
+        names: Dict[tuple, List[Dict[str, Any]]] = {}
+        unresolved = 0
+        for i, (av, n) in enumerate(per.most_common()):
+            if i >= 4096:
+                unresolved += n
+                continue
+            procs: Dict[int, str] = {}
+            _try(None, _anon_procs, k, av, off_mm, procs)
+            key = tuple(sorted(procs))
+            groups[key] += n
+            names[key] = [{"pid": p, "comm": procs[p]} for p in key]
+        out = [{"processes": names[g], "pages": n} for g, n in groups.most_common()]
+        if unresolved:
+            out.append({"processes": None, "pages": unresolved})
+        return out
+
+    def _hugetlb(self) -> List[Dict[str, Any]]:
+        per: Dict[int, List[int]] = {}
+        for key, n in self.keyed.items():
+            if key[0] == "hugetlb":
+                per.setdefault(key[1], [0, 0])[0 if key[2] else 1] += n
+        out = []
+        for order, (used, free) in sorted(per.items()):
+            out.append({"order": order, "size_kib": (self.k.page_size << order) >> 10,
+                        "used_pages": used, "free_pages": free,
+                        "used": used >> order, "free": free >> order})
+        return out
+
+    def _thp(self) -> Dict[str, int]:
+        out = {"anon": 0, "file": 0}
+        for key, n in self.keyed.items():
+            if key[0] in ("anon", "file") and key[2]:
+                out[key[0]] += n
+        return out
+
+    def _buddy(self) -> Dict[str, Any]:
+        nr = _try(11, _nr_orders, self.k)
+        zones: Dict[str, List[int]] = {}
+        mts: Counter = Counter()
+        for (zone, order, mt), n in self.buddy_blocks.items():
+            if 0 <= order < nr:
+                zones.setdefault(zone, [0] * nr)[order] += n
+                mts[(zone, mt)] += n << order
+        return {
+            "zones": [{"zone": z, "blocks_by_order": v, "pages": sum(c << o for o, c in enumerate(v))}
+                      for z, v in zones.items()],
+            "by_migratetype": [{"zone": z, "migratetype": m, "pages": n}
+                               for (z, m), n in sorted(mts.items(), key=lambda kv: -kv[1])],
+            "blocks": [{"zone": z, "order": o, "migratetype": m, "blocks": n}
+                       for (z, o, m), n in sorted(self.buddy_blocks.items())],
+        }
+
+    def _reserved(self) -> List[Dict[str, Any]]:
+        k = self.k
+        R = self.fs.kind_ids["reserved"]
+        from .owners import reserved as _res
+
+        found: List[Tuple[str, int]] = []
+        secs = _try([], _res.image_sections, k) or []
+        image = [s for s in secs if s[0] == "kernel image"]
+        for _name, a, b in (image or secs):
+            found.append(("kernel image", self._count(R, a, b)))
+        mem = _try(set(), _res.memmap_pfns, k) or set()
+        found.append(("memmap (struct pages)", sum(1 for p in mem if self._kind_at(p) == R)))
+        rd = _try(None, _res._initrd, k)
+        if rd:
+            found.append(("initrd", self._count(R, rd[0], rd[1])))
+        total = self.kind_pages.get("reserved", 0)
+        named = sum(n for _, n in found)
+        found.append(("other (firmware, memblock, holes)", max(0, total - named)))
+        return [{"kind": name, "pages": n} for name, n in found if n]
+
+    def _kind_at(self, pfn: int) -> int:
+        i = bisect_left(self.chunks, (pfn + 1,)) - 1
+        if i < 0:
+            return -1
+        c, kinds = self.chunks[i]
+        return kinds[pfn - c] if pfn - c < len(kinds) else -1
+
+    def _count(self, kid: int, a: int, b: int) -> int:
+        n = 0
+        for c, kinds in self.chunks:
+            lo, hi = max(a, c), min(b, c + len(kinds))
+            if lo < hi:
+                n += kinds.count(kid, lo - c, hi - c)
+        return n
+
+    def _pcp_by_zone(self) -> List[Dict[str, Any]]:
+        from .zones import zones
+
+        P = self.fs.kind_ids.get("pcp")
+        out = []
+        for z in _try([], zones, self.k) or []:
+            n = self._count(P, z.start_pfn, z.end_pfn) if P is not None else 0
+            if n:
+                out.append({"zone": z.name, "node": z.node, "pages": n})
+        return out
+
+    # -- output -------------------------------------------------------------------
+
+    def to_dict(self) -> Dict[str, Any]:
+        k = self.k
+        ps = k.page_size
+        kinds = [{"kind": kind, "pages": n, "mib": round(n * ps / MIB, 2)}
+                 for kind, n in sorted(self.kind_pages.items(), key=lambda kv: (-kv[1], kv[0])) if n]
+        files, file_fs = _try(([], []), self._files, False)
+        shm, shm_fs = _try(([], []), self._files, True)
+        slab = _try([], self._slab_caches)
+        anon = _try([], self._anon)
+        vm = [{"caller": c, "pages": n} for c, n in self.vm_callers.most_common()]
+        top = self.top
+        return {
+            "schema": SCHEMA,
+            "kernel": k.release,
+            "page_size": ps,
+            "pages": self.pages,
+            "unreadable_pages": self.unreadable,
+            "seconds": round(self.seconds, 3),
+            "kinds": kinds,
+            "buddy": self._buddy(),
+            "pcp": {"pages": self.kind_pages.get("pcp", 0), "zones": _try([], self._pcp_by_zone)},
+            "slab": {"pages": self.kind_pages.get("slab", 0), "caches": slab[:top],
+                     "nr_caches": len(slab)},
+            "pagecache": {"pages": self.kind_pages.get("pagecache", 0), "filesystems": file_fs,
+                          "files": files[:top]},
+            "shmem": {"pages": self.kind_pages.get("shmem", 0), "filesystems": shm_fs,
+                      "files": shm[:top]},
+            "anon": {"pages": self.kind_pages.get("anon", 0), "ksm_pages": self.kind_pages.get("ksm", 0),
+                     "processes": anon[:top]},
+            "pgtable": {"pages": self.kind_pages.get("pgtable", 0)},
+            "hugetlb": {"pages": self.kind_pages.get("hugetlb", 0), "sizes": self._hugetlb()},
+            "thp": dict(self._thp(), pages=sum(self._thp().values())),
+            "vmalloc": {"pages": self.kind_pages.get("vmalloc", 0), "callers": vm[:top]},
+            "kstack": {"pages": self.kind_pages.get("kstack", 0)},
+            "reserved": {"pages": self.kind_pages.get("reserved", 0),
+                         "kinds": _try([], self._reserved)},
+            "unknown": {"pages": self.kind_pages.get("unknown", 0)},
+            "notes": self.notes,
+        }
+
+
+def _anon_procs(k: Kernel, av: int, off_mm: int, procs: Dict[int, str]) -> None:
+    """Fill pid -> comm with the processes whose vmas hang off an anon_vma."""
+    from .owners import anon as _anon
+    from .owners import tasks as _tasks
+
+    for vma in _anon.anon_vma_vmas(k, av):
+        mm = k.u64(vma + off_mm)
+        for t in _tasks.tasks_of(k).processes(mm):
+            procs[t.tgid] = t.comm
+
+
+def _migratetype(k: Kernel, pfn: int) -> Optional[str]:
+    from .owners.buddy import migratetype
+
+    return migratetype(k, pfn)
+
+
+def _nr_orders(k: Kernel) -> int:
+    from .owners.buddy import nr_page_orders
+
+    return nr_page_orders(k)
+
+
+def _cache_name(k: Kernel, cache: int) -> Optional[str]:
+    from .owners.kutil import cstr
+
+    name = cstr(k, k.u64(cache + k.off("struct kmem_cache", "name")))
+    return None if name is None else clean(name)
+
+
+def _mib(pages: int, ps: int) -> str:
+    return "%.1f" % (pages * ps / MIB)
+
+
+def summary_text(doc: Dict[str, Any]) -> List[str]:
+    """The summary document as text for people."""
+    from .report import KIND_TEXT
+
+    ps = doc["page_size"]
+    total = doc["pages"] or 1
+    out = ["pagewho summary of %s: %d pages (%s MiB)%s" % (
+        doc["kernel"], doc["pages"], _mib(doc["pages"], ps),
+        ", %d unreadable" % doc["unreadable_pages"] if doc["unreadable_pages"] else "")]
+    rows = [[r["kind"], KIND_TEXT.get(r["kind"], ""), str(r["pages"]), _mib(r["pages"], ps),
+             "%.1f" % (100.0 * r["pages"] / total)] for r in doc["kinds"]]
+    out += ["", columns(rows, ["KIND", "WHAT", "PAGES", "MIB", "%"])]
+
+    def section(title: str, rows: List[List[str]], headers: List[str]) -> None:
+        if rows:
+            out.extend(["", title, columns(rows, headers)])
+
+    b = doc["buddy"]
+    if b["zones"]:
+        nr = max(len(z["blocks_by_order"]) for z in b["zones"])
+        section("Free buddy blocks by zone and order (like /proc/buddyinfo):",
+                [[z["zone"]] + [str(x) for x in z["blocks_by_order"]] + [str(z["pages"]), _mib(z["pages"], ps)]
+                 for z in b["zones"]], ["ZONE"] + [str(o) for o in range(nr)] + ["PAGES", "MIB"])
+        section("Free buddy pages by migratetype:",
+                [[m["zone"], m["migratetype"], str(m["pages"]), _mib(m["pages"], ps)] for m in b["by_migratetype"]],
+                ["ZONE", "MIGRATETYPE", "PAGES", "MIB"])
+    section("Per-cpu page lists (pcp):",
+            [[z["zone"], str(z["pages"]), _mib(z["pages"], ps)] for z in doc["pcp"]["zones"]],
+            ["ZONE", "PAGES", "MIB"])
+    s = doc["slab"]
+    section("Slab caches (top %d of %d):" % (len(s["caches"]), s["nr_caches"]),
+            [[clean(c["name"] or "?"), str(c["pages"]), _mib(c["pages"], ps)] for c in s["caches"]],
+            ["CACHE", "PAGES", "MIB"])
+    for kind, title in (("pagecache", "Page cache"), ("shmem", "Shmem/tmpfs")):
+        d = doc[kind]
+        section("%s by filesystem:" % title,
+                [[f["fs"], f["dev"], str(f["pages"]), _mib(f["pages"], ps)] for f in d["filesystems"]],
+                ["FS", "DEV", "PAGES", "MIB"])
+        section("%s files (top %d):" % (title, len(d["files"])),
+                [[clean(f["path"] or "<%s %s> inode %s" % (f["fs"], f["dev"], f["ino"])), str(f["pages"]),
+                  _mib(f["pages"], ps)] for f in d["files"]],
+                ["FILE", "PAGES", "MIB"])
+    a = doc["anon"]
+    section("Anonymous memory by process (top %d):" % len(a["processes"]),
+            [[_procs(p["processes"]), str(p["pages"]), _mib(p["pages"], ps)] for p in a["processes"]],
+            ["PROCESSES", "PAGES", "MIB"])
+    section("Hugetlb:", [["%d KiB" % h["size_kib"], str(h["used"]), str(h["free"]),
+                          _mib(h["used_pages"] + h["free_pages"], ps)] for h in doc["hugetlb"]["sizes"]],
+            ["SIZE", "USED", "FREE", "MIB"])
+    t = doc["thp"]
+    if t["pages"]:
+        out += ["", "THP and large rmappable folios: %d pages (%s MiB): anon %d, file/shmem %d" % (
+            t["pages"], _mib(t["pages"], ps), t["anon"], t["file"])]
+    section("vmalloc by caller (top %d):" % len(doc["vmalloc"]["callers"]),
+            [[clean(c["caller"]), str(c["pages"]), _mib(c["pages"], ps)] for c in doc["vmalloc"]["callers"]],
+            ["CALLER", "PAGES", "MIB"])
+    section("Reserved by kind:", [[r["kind"], str(r["pages"]), _mib(r["pages"], ps)] for r in doc["reserved"]["kinds"]],
+            ["KIND", "PAGES", "MIB"])
+    out += ["", "%d pages classified in %.2f s" % (doc["pages"], doc["seconds"])]
+    for note in doc["notes"]:
+        out.append("note: " + note)
+    return out
+
+
+def _procs(procs: Optional[List[Dict[str, Any]]]) -> str:
+    if procs is None:
+        return "(not resolved)"
+    if not procs:
+        return "no live process"
+    text = ", ".join("%d (%s)" % (p["pid"], clean(p["comm"])) for p in procs[:3])
+    if len(procs) > 3:
+        text += " +%d more" % (len(procs) - 3)
+    return text
+
+
+def run_summary(k: Kernel, args: Any, write: Callable[[str], None]) -> int:
+    """``pagewho --summary [--top N] [--json] [--map FILE]``.
+
+    Front ends may set ``args.progress`` to a callback (done, total); by
+    default progress goes to stderr when it is a terminal and the run takes
+    more than two seconds.
+    """
+    progress = getattr(args, "progress", None)
+    own = None
+    if progress is None:
+        own = progress = _Progress()
+    try:
+        s = Summary(k, top=max(0, getattr(args, "top", 10) or 0)).collect(progress)
+    finally:
+        if own is not None:
+            own.end()
+    doc = s.to_dict()
+    path = getattr(args, "map", None)
+    if path:
+        from .svgmap import write_map
+
+        try:
+            doc["map"] = write_map(s, path)
+        except OSError as e:
+            write("pagewho: cannot write %s: %s\n" % (path, e))
+            return 1
+    if getattr(args, "json", False):
+        write(to_json(doc) + "\n")
+    else:
+        write("\n".join(summary_text(doc)) + "\n")
+        if path:
+            write("map written to %s\n" % path)
+    return 0
