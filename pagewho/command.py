@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from . import __version__
 from .kernel import Kernel, kernel_of
@@ -111,6 +111,8 @@ def parse_pfn_arg(text: str) -> Tuple[int, int]:
         a = parse_number(m.group(1), "pfn")
         b = parse_number(m.group(3), "pfn")
         if m.group(2) == "+":
+            if b == 0:
+                raise UsageError("range %s is empty" % text)
             return a, a + b
         if b < a:
             raise UsageError("range %s ends before it starts" % text)
@@ -211,8 +213,23 @@ def _report(k: Kernel, ranges: List[Tuple[str, int, int]], args: argparse.Namesp
     reports: List[PageReport] = []
     errors = []
     single = len(ranges) == 1 and ranges[0][2] - ranges[0][1] == 1
+    mm = memmap_of(k)
     for text, a, b in ranges:
-        for pfn in range(a, b):
+        if b - a == 1:
+            pfns: Iterable[int] = (a,)
+        else:
+            # only the pfns that have a struct page; each run without is one
+            # error (a range of 2**64 pfns must not mean 2**64 errors)
+            valid = list(mm.ranges(a, b))
+            pfns = (pfn for ra, rb in valid for pfn in range(ra, rb))
+            ends = [a] + [x for r in valid for x in r] + [b]
+            for ga, gb in zip(ends[::2], ends[1::2]):
+                if ga < gb:
+                    where = ("beyond the last memory section (max pfn %#x)" % (mm.end_pfn - 1)
+                             if ga >= mm.end_pfn else "in a memory hole (no memmap)")
+                    errors.append({"input": text, "pfn": ga, "last_pfn": gb - 1,
+                                   "error": "pfns %#x-%#x are %s" % (ga, gb - 1, where)})
+        for pfn in pfns:
             try:
                 reports.append(identify(k, pfn))
             except TargetError as e:
