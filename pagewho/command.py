@@ -171,7 +171,7 @@ def run(target: Target, argv: List[str], write: Write) -> int:
     except _Exit:
         return 0
     except UsageError as e:
-        write("pagewho: %s (try pagewho --help)\n" % e)
+        write("pagewho: %s (try pagewho --help)\n" % clean(str(e)))
         return 2
     try:
         k = kernel_of(target)
@@ -191,7 +191,7 @@ def run(target: Target, argv: List[str], write: Write) -> int:
             return 2
         return _report(k, ranges, args, write)
     except UsageError as e:
-        write("pagewho: %s (try pagewho --help)\n" % e)
+        write("pagewho: %s (try pagewho --help)\n" % clean(str(e)))
         return 2
     except TargetError as e:
         write("pagewho: %s\n" % clean(str(e)))
