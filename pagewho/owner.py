@@ -201,6 +201,13 @@ def identify(k: Kernel, pfn: int) -> PageReport:
     # namers that can recognise them by other means.
     if namer is not None:
         _run_namer(namer, k, page, head, owner)
+    try:
+        k.read(k.pfn_to_virt(pfn), 1)
+    except FaultError:
+        # a filtered dump (makedumpfile -d) keeps struct pages but drops
+        # free, cache and user pages: the answer above is from struct page
+        notes.append("the page's own contents are not in the dump (filtered out or a hole); "
+                     "this answer comes from its struct page")
     owner.notes[:0] = notes
     return PageReport(k, page, head, owner)
 
