@@ -179,6 +179,7 @@ def test_kmem_agrees_with_pagewho(build, sample):
     if compared == 0:
         pytest.skip("%s cannot read %s: no kmem -p answer (%s)"
                     % (version, t.release(), (problems or ["?"])[0]))
+    assert slabs, "pagewho found no slab page to ask crash about"
     for j, pfn in enumerate(slabs, start=1 + len(pfns)):
         cache = parse_kmem_cache(parts[j])
         ours = slab_cache_name(report_of(t, pfn))
@@ -189,6 +190,7 @@ def test_kmem_agrees_with_pagewho(build, sample):
         elif cache != ours:
             problems.append("pfn %#x: cache crash %s pagewho %s" % (pfn, cache, ours))
     assert not problems, "%s on %s:\n  %s" % (version, t.release(), "\n  ".join(problems))
+    print("%s on %s: %d struct pages and %d slab caches agree" % (version, t.release(), compared, len(slabs)))
 
 
 # -- the parsers, on crash's documented output shapes ----------------------------------
