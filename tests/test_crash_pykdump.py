@@ -369,6 +369,21 @@ def test_failures_inside_crash_one_line(crash_session, cli_target, monkeypatch):
         assert standin.command(good) == want
 
 
+def test_survives_what_other_programs_leave_behind(crash_session, cli_target, monkeypatch):
+    """PyKdump runs every program in one __main__ and never unloads modules:
+    pagewho must work after a program clobbered its names, or imported
+    crashext/pagewho.py itself as a module called "pagewho"."""
+    import types
+
+    good = "pagewho %#x" % pfns_for(crash_session, cli_target)[0]
+    want = standin.command(good)
+    standin.STATE.main_ns["_setup_path"] = None
+    standin.STATE.main_ns["pagewho_pykdump"] = 42
+    assert standin.command(good) == want
+    monkeypatch.setitem(sys.modules, "pagewho", types.ModuleType("pagewho"))
+    assert standin.command(good) == want
+
+
 def test_cache_reused_for_the_same_dump(crash_session, cli_target):
     adapter = _adapter()
     pfn = pfns_for(crash_session, cli_target)[0]
