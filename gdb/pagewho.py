@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import struct
 import sys
 from collections import OrderedDict
 
@@ -265,19 +266,39 @@ class GdbTarget(Target):
         if banner is None:
             raise TargetError("no kernel symbols: load the vmlinux that matches the kernel "
                               "(file /path/to/vmlinux)")
+        self._slide = self._find_slide(banner)
+        self.forget_memory()
+        try:
+            self._check_build_id(banner)
+        except TargetError:
+            self._slide = None
+            raise
+        return self._slide
+
+    def _find_slide(self, banner: int) -> int:
         for slide in (0, self._slide_hint):
             if slide is not None and self._is_banner(banner + slide):
-                self._slide = slide
                 return slide
         lo = KERNEL_MAP + (banner - KERNEL_MAP) % KASLR_ALIGN
         for address in range(lo, KERNEL_MAP_END, KASLR_ALIGN):
             if address != banner and self._is_banner(address):
-                self._slide = address - banner
-                break
-        else:
-            raise TargetError(_no_kernel_message(self))
-        self.forget_memory()
-        return self._slide
+                return address - banner
+        raise TargetError(_no_kernel_message(self, banner))
+
+    def _check_build_id(self, banner: int) -> None:
+        """Refuse a vmlinux whose GNU build-id is not the kernel's own
+        (VMCOREINFO BUILD-ID, 5.9+): a banner in the right place is not proof
+        enough, and a wrong vmlinux gives plausible nonsense."""
+        m = re.search(r"^BUILD-ID=([0-9a-f]+)$", self.vmcoreinfo() or "", re.MULTILINE)
+        sym = gdb.lookup_global_symbol("linux_banner")
+        objfile = sym.symtab.objfile if sym is not None and sym.symtab is not None else None
+        mine = getattr(objfile, "build_id", None)
+        if m is None or mine is None or m.group(1) == mine:
+            return
+        kernel = self.read_cstring(banner + self.slide(), 200).decode("ascii", "replace")
+        raise TargetError(f"the vmlinux does not match the kernel: {_version(_vmlinux_banner(banner))} "
+                          f"(build-id {mine[:12]}) is loaded, {_version(kernel)} (build-id "
+                          f"{m.group(1)[:12]}) is running")
 
     def _is_banner(self, address: int) -> bool:
         try:
@@ -369,14 +390,48 @@ def _inside(ranges: list[tuple[int, int]], address: int, size: int) -> bool:
     return i >= 0 and ranges[i][0] <= address and address + size <= ranges[i][1]
 
 
-def _no_kernel_message(target: GdbTarget) -> str:
+def _vmlinux_banner(address: int) -> str:
+    """linux_banner as the vmlinux file itself holds it, read through its ELF
+    section headers (gdb would read the target instead), or ""."""
+    sym = gdb.lookup_global_symbol("linux_banner")
+    path = sym.symtab.objfile.filename if sym is not None and sym.symtab is not None else None
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            ehdr = f.read(64)
+            if ehdr[:4] != b"\x7fELF" or ehdr[4] != 2:  # ELFCLASS64
+                return ""
+            (shoff,) = struct.unpack_from("<Q", ehdr, 0x28)
+            shentsize, shnum = struct.unpack_from("<HH", ehdr, 0x3A)
+            f.seek(shoff)
+            table = f.read(shentsize * shnum)
+            for i in range(shnum):
+                # Elf64_Shdr: sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size
+                _, kind, _, addr, offset, size = struct.unpack_from("<IIQQQQ", table, i * shentsize)
+                if kind != 8 and addr <= address < addr + size:  # 8: SHT_NOBITS
+                    f.seek(offset + address - addr)
+                    return f.read(200).split(b"\0")[0].decode("ascii", "replace")
+    except (OSError, struct.error):
+        pass
+    return ""
+
+
+def _version(banner: str) -> str:
+    """ "Linux version 6.1.0-56-cloud-amd64 (...) ..." -> "Linux 6.1.0-56-cloud-amd64". """
+    words = banner.split()
+    return f"Linux {words[2]}" if len(words) > 2 and words[1] == "version" else "an unknown kernel"
+
+
+def _no_kernel_message(target: GdbTarget, banner: int) -> str:
     ranges = target.core_ranges
     if ranges is not None and not any(b > KERNEL_MAP for _, b in ranges):
         return ("this core has physical addresses only (QEMU dump-guest-memory without -p), "
                 "so gdb cannot read kernel virtual memory from it: dump with "
                 "'dump-guest-memory -p', or use pagewho --vmcore FILE --vmlinux VMLINUX")
-    return ("cannot find the kernel's linux_banner in memory: the vmlinux does not match "
-            "this kernel, or the guest is stopped where kernel memory is not mapped")
+    return (f"the kernel of this vmlinux ({_version(_vmlinux_banner(banner))}) is not in memory "
+            "at any KASLR offset: the vmlinux does not match the running kernel, or the guest is "
+            "stopped where kernel memory is not mapped")
 
 
 # -- gdb glue ------------------------------------------------------------

@@ -178,45 +178,21 @@ SYMBOLS = ["linux_banner", "init_uts_ns", "mem_section", "_text", "_stext", "vme
            "pagewho_no_such_symbol"]
 FUNCTIONS = ["schedule", "do_exit", "__alloc_pages"]
 
-# Evaluated inside gdb, after the plugin is sourced (GdbTarget is in __main__).
-TARGET_SCRIPT = """import json as _json
-_t = GdbTarget()
-_n = _json.loads(%r)
-def _rd(a, n):
-    try:
-        return _t.read(a, n).hex()
-    except TargetError as e:
-        return "fault"
-_vmemmap = _t.read_u64(_t.symbol("vmemmap_base")) if _t.symbol("vmemmap_base") else None
-_out = {
-    "sizeof": {x: _t.sizeof(x) for x in _n["types"]},
-    "offsetof": ["%%s|%%s" %% (t, m) + "=" + str(_t.offsetof(t, m)) for t, m in _n["members"]],
-    "member_size": ["%%s|%%s" %% (t, m) + "=" + str(_t.member_size(t, m)) for t, m in _n["members"]],
-    "enumerators": {x: _t.enumerators(x) for x in _n["enums"]},
-    "enum_value": {x: _t.enum_value(x) for x in _n["enumerators"]},
-    "symbol": {x: _t.symbol(x) for x in _n["symbols"]},
-    "symbolize": {x: _t.symbolize(_t.symbol(x) + 5) for x in _n["functions"]},
-    "release": _t.release(),
-    "vmcoreinfo": _t.vmcoreinfo(),
-    "read": [_rd(_t.symbol("linux_banner"), 64), _rd(_t.symbol("init_uts_ns"), 400),
-             _rd(_vmemmap + 0x1000 * 64, 8192) if _vmemmap else None,
-             _rd(_vmemmap + 0x1000 * 64 + 4000, 200) if _vmemmap else None, _rd(16, 8)],
-}
-print("@@TARGET " + _json.dumps(_out))
-"""
-
-
-def target_facts(t, names):
-    """The same facts as TARGET_SCRIPT, from a DrgnTarget."""
-    from pagewho.target import TargetError
-
+# One function, run on a GdbTarget inside gdb and on a DrgnTarget here.
+FACTS = """
+def facts(t, names, TargetError):
     def rd(a, n):
         try:
             return t.read(a, n).hex()
         except TargetError:
             return "fault"
 
+    def at(name, plus=0):
+        a = t.symbol(name)
+        return None if a is None else a + plus
+
     vmemmap = t.read_u64(t.symbol("vmemmap_base")) if t.symbol("vmemmap_base") else None
+    page = None if vmemmap is None else vmemmap + 0x1000 * t.sizeof("struct page")
     return {
         "sizeof": {x: t.sizeof(x) for x in names["types"]},
         "offsetof": ["%s|%s=%s" % (a, m, t.offsetof(a, m)) for a, m in names["members"]],
@@ -224,13 +200,33 @@ def target_facts(t, names):
         "enumerators": {x: t.enumerators(x) for x in names["enums"]},
         "enum_value": {x: t.enum_value(x) for x in names["enumerators"]},
         "symbol": {x: t.symbol(x) for x in names["symbols"]},
-        "symbolize": {x: t.symbolize(t.symbol(x) + 5) for x in names["functions"]},
+        "symbolize": {x: at(x) and t.symbolize(at(x, 5)) for x in names["functions"]},
         "release": t.release(),
         "vmcoreinfo": t.vmcoreinfo(),
-        "read": [rd(t.symbol("linux_banner"), 64), rd(t.symbol("init_uts_ns"), 400),
-                 rd(vmemmap + 0x1000 * 64, 8192) if vmemmap else None,
-                 rd(vmemmap + 0x1000 * 64 + 4000, 200) if vmemmap else None, rd(16, 8)],
+        "read": [rd(at("linux_banner"), 64), rd(at("init_uts_ns"), 400),
+                 page and rd(page, 8192), page and rd(page + 4000, 200), rd(16, 8)],
     }
+"""
+
+
+def gdb_facts_command(names):
+    """A gdb command printing "@@TARGET <json>" of facts() on a GdbTarget
+    (GdbTarget and TargetError are in gdb's __main__ once the plugin is sourced)."""
+    return python(FACTS + f"""
+import json, traceback
+try:
+    print("@@TARGET " + json.dumps(facts(GdbTarget(), json.loads({json.dumps(names)!r}), TargetError)))
+except Exception:
+    print("@@TARGET-ERROR " + traceback.format_exc().replace("\\n", " | "))
+""")
+
+
+def target_facts(t, names):
+    from pagewho.target import TargetError
+
+    space = {}
+    exec(FACTS, space)
+    return space["facts"](t, names, TargetError)
 
 
 NAMES = {"types": TYPES, "members": MEMBERS, "enums": ENUMS, "enumerators": ENUMERATORS,
@@ -353,6 +349,12 @@ def kernel(request, tmp_path_factory):
             ])
         finally:
             proxy.close()
+        # another kernel's vmlinux, when the lab has fetched one
+        others = sorted(p for p in Path(g.vmlinux).parent.parent.glob("*/vmlinux") if p != Path(g.vmlinux))
+        wrong = None
+        if others:
+            wrong = (others[0].parent.name, run_named(others[0], [
+                ("connect", remote), ("answer", f"pagewho {one}"), ("detach", "detach")])["answer"])
         vmlinux, truth = g.vmlinux, g.truth
     try:
         assert dump.exists(), f"{suite}: QEMU wrote no paging dump:\n{live['dump']}"
@@ -360,12 +362,12 @@ def kernel(request, tmp_path_factory):
             ("json", "pagewho --json " + " ".join(pfns)),
             ("table", "pagewho " + " ".join(pfns)),
             ("report", f"pagewho {one}"),
-            ("target", python(TARGET_SCRIPT % json.dumps(NAMES))),
+            ("target", gdb_facts_command(NAMES)),
         ], core=dump)
         cli = {"json": run_cli(dump, vmlinux, ["--json", *pfns]),
                "table": run_cli(dump, vmlinux, pfns),
                "report": run_cli(dump, vmlinux, [one])}
-        yield {"suite": suite, "live": live, "live_s": live_s, "cut": cut, "core": core,
+        yield {"suite": suite, "live": live, "live_s": live_s, "cut": cut, "wrong": wrong, "core": core,
                "cli": cli, "plants": plants, "pfns": pfns, "dump": dump, "vmlinux": vmlinux,
                "truth": truth}
     finally:
@@ -437,6 +439,16 @@ def test_gdbstub_lost_mid_run(kernel):
     assert one_line(cut["cut"]).startswith("pagewho: the gdbstub connection closed")
     assert one_line(cut["after-cut"]).startswith("pagewho: no kernel memory")
     assert "$1 = 42" in cut["gdb-after-cut"]
+
+
+@needs_gdb
+def test_wrong_vmlinux_is_refused(kernel):
+    """Another kernel's vmlinux: one line naming it, no answer from garbage."""
+    if kernel["wrong"] is None:
+        pytest.skip("no other kernel's vmlinux in the lab cache")
+    release, answer = kernel["wrong"]
+    line = one_line(answer)
+    assert line.startswith("pagewho: ") and "does not match" in line and release in line, line
 
 
 @needs_gdb
