@@ -122,6 +122,19 @@ def kernel(suite: str, refresh: bool = False) -> tuple[str, Path]:
     fresh = lab_kernels.index_age(root, suite) < INDEX_MAX_AGE
     if known and not refresh and fresh and _kernel_complete(kernel_dir(known["release"])):
         return known["release"], kernel_dir(known["release"])
+    # one fetcher per suite at a time (build.py and test processes may race)
+    with _locked(root / "locks" / f"{suite}.lock"):
+        return _resolve_kernel(suite, known, refresh)
+
+
+def _resolve_kernel(suite: str, known, refresh: bool) -> tuple[str, Path]:
+    root = cache_root()
+    sfile = _suite_file(suite)
+    if sfile.exists():
+        known = json.loads(sfile.read_text())
+    fresh = lab_kernels.index_age(root, suite) < INDEX_MAX_AGE
+    if known and not refresh and fresh and _kernel_complete(kernel_dir(known["release"])):
+        return known["release"], kernel_dir(known["release"])  # another process fetched it
     try:
         lab_kernels.update_index(root, suite)
         cands = lab_kernels.candidates(root, suite)

@@ -191,10 +191,19 @@ def _tar_extract(deb: Path, dest: Path, *members: str) -> None:
         raise RuntimeError(f"extract {members} from {deb.name}: {tar.stderr.strip()}")
 
 
+def _one_file(tmp: Path, pattern: str, deb: Path) -> Path:
+    """The single regular file matching pattern (symlinks to it are skipped)."""
+    found = [p for p in tmp.rglob(pattern) if p.is_file() and not p.is_symlink()]
+    if len(found) != 1:
+        raise RuntimeError(f"{pattern}: {len(found)} files in {deb.name}: {found}")
+    return found[0]
+
+
 def extract_image(deb: Path, release: str, out: Path) -> None:
+    # ./boot/vmlinuz-<release> up to trixie; forky: ./usr/lib/modules/<release>/vmlinuz
     tmp = out / "x-image"
-    _tar_extract(deb, tmp, f"./boot/vmlinuz-{release}")
-    shutil.move(tmp / "boot" / f"vmlinuz-{release}", out / "vmlinuz")
+    _tar_extract(deb, tmp, "*vmlinuz*")
+    shutil.move(_one_file(tmp, "vmlinuz*", deb), out / "vmlinuz")
     shutil.rmtree(tmp)
 
 
@@ -220,12 +229,12 @@ def extract_fw_cfg(deb: Path, release: str, out: Path) -> None:
 
 
 def extract_dbg(deb: Path, release: str, out: Path) -> None:
+    # ./usr/lib/debug/boot/{vmlinux,System.map}-<release> up to trixie; forky keeps
+    # them in ./usr/lib/debug/lib/modules/<release>/ (boot/ holds a symlink)
     tmp = out / "x-dbg"
-    _tar_extract(deb, tmp, f"./usr/lib/debug/boot/vmlinux-{release}",
-                 f"./usr/lib/debug/boot/System.map-{release}")
-    boot = tmp / "usr" / "lib" / "debug" / "boot"
-    shutil.move(boot / f"vmlinux-{release}", out / "vmlinux")
-    shutil.move(boot / f"System.map-{release}", out / "System.map")
+    _tar_extract(deb, tmp, "*/vmlinux*", "*/System.map*")
+    shutil.move(_one_file(tmp, "vmlinux*", deb), out / "vmlinux")
+    shutil.move(_one_file(tmp, "System.map*", deb), out / "System.map")
     shutil.rmtree(tmp)
 
 
@@ -236,7 +245,7 @@ def fetch_kernel(cache_root: Path, suite: str, cand: dict, out: Path, timings: d
     pk = cand["packages"]
     t = time.monotonic()
     paths = {}
-    for role in ("image", "modules", "dbg"):
+    for role in ("dbg", "image", "modules"):  # dbg first: where the mirror 404s
         name, ver = pk[role]
         if name not in [p for p, _ in paths.values()]:
             paths[role] = (name, download(cache_root, suite, name, ver, debs))
