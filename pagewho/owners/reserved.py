@@ -75,6 +75,14 @@ def image_sections(k: Kernel) -> List[Tuple[str, int, int]]:
     return out
 
 
+def image_section_of(k: Kernel, pfn: int) -> Optional[str]:
+    """The kernel image section holding ``pfn``, or None."""
+    for name, a, b in image_sections(k):
+        if a <= pfn < b:
+            return name
+    return None
+
+
 def memmap_pfns(k: Kernel) -> Set[int]:
     """pfns of the pages that hold the vmemmap of every present section."""
     memo = k.memo.get("reserved.memmap")
@@ -154,9 +162,8 @@ def name_reserved(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     pfn = page.pfn
     if name_huge_zero(k, page, head, owner):
         return
-    found = [name for name, a, b in image_sections(k) if a <= pfn < b]
-    if found:
-        section = found[0]
+    section = image_section_of(k, pfn)
+    if section is not None:
         d["what"] = "kernel image"
         d["section"] = section
         d["summary"] = "kernel image: %s" % section if section != "kernel image" else "kernel image"

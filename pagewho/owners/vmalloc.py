@@ -328,6 +328,13 @@ def name_unknown(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     if name_vmalloc_page(k, page, owner):
         return
     d = owner.detail
+    from .reserved import image_section_of
+
+    section = image_section_of(k, page.pfn)
+    if section is not None:
+        d["image_section"] = section
+        owner.notes.append("inside the kernel image (%s) but not reserved: freed at boot "
+                           "(e.g. unused .bss..decrypted or init memory) and reused" % section)
     d["summary"] = "no owner found: refcount %d, mapcount %d, mapping %#x, private %#x, flags %s" % (
         page.refcount, page.mapcount, page.mapping, page.private,
         "|".join(_flags(k, page)) or "-")
