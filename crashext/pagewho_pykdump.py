@@ -182,7 +182,10 @@ def dump_identity() -> Tuple[object, ...]:
 def current_target() -> PykdumpTarget:
     """The target for the dump crash has open now, reused while it is the same."""
     key = dump_identity()
-    if _cache["key"] != key or _cache["target"] is None:
+    live = str(key[0]).startswith(("/dev/", "/proc/"))
+    # A live kernel (crash on /proc/kcore, /dev/crash) changes under us:
+    # learn it afresh each command rather than trust what the last one saw.
+    if live or _cache["key"] != key or _cache["target"] is None:
         _cache["target"] = None  # drop the old dump's model before building
         _cache["target"] = PykdumpTarget(str(key[0]))
         _cache["key"] = key
