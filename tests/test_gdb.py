@@ -91,13 +91,22 @@ def run_gdb(vmlinux, commands, core=None, timeout=GDB_TIMEOUT):
     return [_drop_kaslr_note(p) for p in parts[1:-1]]
 
 
-def timed(command, label):
+def timed(command, label, show=False):
     """A gdb command that runs ``command`` and prints "LABEL seconds" (or
-    "LABEL failed: why"), timed inside gdb so gdb's start-up is not counted."""
+    "LABEL failed: why") last, timed inside gdb so gdb's start-up is not
+    counted; with ``show`` the command's own output comes first."""
     return python(f"import time as _t\n_s = _t.perf_counter()\ntry:\n"
-                  f"    gdb.execute({command!r}, to_string=True)\n"
-                  f"    print('{label} %.3f' % (_t.perf_counter() - _s))\n"
+                  f"    _o = gdb.execute({command!r}, to_string=True)\n"
+                  f"    _d = _t.perf_counter() - _s\n"
+                  f"    print(_o if {show!r} else '', end='')\n"
+                  f"    print('{label} %.3f' % _d)\n"
                   f"except gdb.error as _e:\n    print('{label} failed:', _e)\n")
+
+
+def split_timed(text, label):
+    """(output, seconds) of a timed(..., show=True) section."""
+    body, _, tail = text.rpartition(label + " ")
+    return body, float(tail)
 
 
 def python(code):
@@ -331,6 +340,7 @@ def kernel(request, tmp_path_factory):
             ("not-a-page", "pagewho --page 0x1234"),
             ("owner-bad", "print $pagewho_owner(0x7fffffffffff)"),
             ("after-errors", f"pagewho {one}"),
+            ("summary", timed("pagewho --summary", "SUMMARY", show=True)),
             ("arm", ctrl_c_after(1.0)),
             ("interrupted", f"pagewho {everything}"),
             ("after-interrupt", f"pagewho {one}"),
@@ -366,7 +376,8 @@ def kernel(request, tmp_path_factory):
         ], core=dump)
         cli = {"json": run_cli(dump, vmlinux, ["--json", *pfns]),
                "table": run_cli(dump, vmlinux, pfns),
-               "report": run_cli(dump, vmlinux, [one])}
+               "report": run_cli(dump, vmlinux, [one]),
+               "summary": run_cli(dump, vmlinux, ["--summary"])}
         yield {"suite": suite, "live": live, "live_s": live_s, "cut": cut, "wrong": wrong, "core": core,
                "cli": cli, "plants": plants, "pfns": pfns, "dump": dump, "vmlinux": vmlinux,
                "truth": truth}
@@ -398,6 +409,10 @@ def test_live_equals_core_equals_cli(kernel):
     assert live["table"] == core["table"] == cli["table"]
     assert live["report"] == core["report"] == cli["report"]
     assert live["report"].strip(), "empty report"
+    summary, seconds = split_timed(live["summary"], "SUMMARY")
+    assert summary == cli["summary"]
+    print(f"{kernel['suite']}: whole-memory --summary over the gdbstub {seconds:.1f} s "
+          f"({kernel['truth']['mem_mb']} MiB guest)")
 
 
 @needs_gdb
