@@ -185,14 +185,27 @@ def test_shmem_page_is_named_shmem_with_its_path(sample):
         _check_file(rec, rep)
 
 
-def test_file_names_survive_the_filtered_kdump(sample):
-    """makedumpfile -d 31 drops the file and anon pages themselves, not the
-    kernel structures that name their owners."""
-    for kind in ("file-mmap", "anon", "shmem"):
-        for rec in records(sample, kind)[:3]:
+def test_owner_names_survive_the_filtered_kdump(sample):
+    """makedumpfile drops the file and anon pages themselves, not the kernel
+    structures that name their owners -- except where it mistakes slab pages
+    for something it filters (makedumpfile 1.7.2 on 6.10+ kernels loses a few
+    percent of them, see truth["dump"]): then the answer is partial and a
+    note says which memory was missing."""
+    complete = partial = 0
+    for kind in ("file-mmap", "anon", "shmem", "ksm"):
+        for rec in records(sample, kind)[:4]:
             full = page_dict(report(sample, rec["pfn"]))
             filtered = page_dict(report(sample, rec["pfn"], kdump=True))
-            assert filtered["owner"] == full["owner"]
+            missing = [n for n in filtered["notes"] if "is not in the dump" in n]
+            if not missing:
+                assert filtered["owner"] == full["owner"]
+                complete += 1
+                continue
+            partial += 1
+            assert filtered["owner"]["kind"] == full["owner"]["kind"]
+            for key in ("ino", "offset", "fs", "dev", "anon_vma", "stable_node"):
+                assert filtered["owner"].get(key) == full["owner"].get(key)
+    assert complete >= partial
 
 
 # -- page tables --------------------------------------------------------------------

@@ -38,6 +38,7 @@ from .tasks import (
     mappers_text,
     rb_nodes,
     tasks_of,
+    unnamed_note,
     user_vaddr_to_pfn,
 )
 
@@ -88,6 +89,9 @@ def name_anon(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     found, ruled_out = mappers(k, anon_vma_vmas(k, anon_vma), pgoff, page.pfn)
     det["mappers"] = found[:MAX_MAPPERS]
     det["nr_mappers"] = len(found)
+    note = unnamed_note(k, found)
+    if note:
+        owner.notes.append(note)
     det["verified"] = bool(found) and all(m["verified"] for m in found)
     if ruled_out:
         det["cow_copies"] = ruled_out
@@ -142,6 +146,9 @@ def name_ksm(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     det["rmap_items"] = nitems
     det["mappers"] = found[:MAX_MAPPERS]
     det["nr_mappers"] = len(found)
+    note = unnamed_note(k, found)
+    if note:
+        owner.notes.append(note)
     procs_seen: Dict[object, object] = {}
     for m in found:
         procs_seen.setdefault(m["pid"], m["comm"])

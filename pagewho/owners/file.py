@@ -26,7 +26,7 @@ from ..owner import Owner, register
 from ..page import Page, decoder_of
 from ..target import FaultError
 from ..text import clean
-from .tasks import MAX_MAPPERS, is_kernel_ptr, mappers, mappers_text, rb_nodes
+from .tasks import MAX_MAPPERS, is_kernel_ptr, mappers, mappers_text, rb_nodes, unnamed_note
 
 #: deepest directory nesting followed, and most mounts crossed, per path
 MAX_DEPTH = 64
@@ -287,6 +287,9 @@ def name_file(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     found, _ = mappers(k, i_mmap_vmas(k, mapping), pgoff, page.pfn)
     det["mappers"] = found[:MAX_MAPPERS]
     det["nr_mappers"] = len(found)
+    note = unnamed_note(k, found)
+    if note:
+        owner.notes.append(note)
     state = [s for s in ("dirty", "writeback") if det[s]]
     where = path if path is not None else "<%s %s> inode %d" % (fstype, dev, ino)
     text = "%s offset %#x (%s %s, ino %d)" % (clean(where), det["offset"], fstype, dev, ino)

@@ -115,6 +115,7 @@ class Tasks:
         self.by_mm: Dict[int, List[Task]] = {}
         #: mm -> number of threads using it
         self.threads_of_mm: Dict[int, int] = {}
+        #: True when some task could not be read (a filtered or damaged dump)
         self.truncated = False
         self._walk()
 
@@ -143,11 +144,7 @@ class Tasks:
         o_tasks, _, _, _, _, o_signal, o_thread_node = self.layout
         o_thread_head = k.off("struct signal_struct", "thread_head")
         init = k.sym("init_task")
-        leaders = [init]
-        for node in list_nodes(k, init + o_tasks, MAX_TASKS):
-            leaders.append(node - o_tasks)
-        if len(leaders) > MAX_TASKS:
-            self.truncated = True
+        leaders = [init] + [node - o_tasks for node in self._both_ways(init + o_tasks)]
         seen: Set[int] = set()
         for leader in leaders:
             members = [leader]
@@ -165,6 +162,7 @@ class Tasks:
                 try:
                     t = self._read_task(addr)
                 except FaultError:
+                    self.truncated = True
                     continue
                 self.tasks.append(t)
                 if not t.mm:
@@ -175,6 +173,33 @@ class Tasks:
                 # whose leader has another mm (or none) names its own
                 if not any(p.tgid == t.tgid for p in procs):
                     procs.append(t)
+
+    def _both_ways(self, head: int) -> List[int]:
+        """The nodes of the task list at ``head``: forwards until the end or
+        an unreadable task, then backwards (``prev``) to pick up the tasks
+        beyond it, so one task missing from a filtered dump costs only that
+        task.  Sets ``truncated`` when a task could not be read."""
+        k = self.k
+        nodes: List[int] = []
+        try:
+            for node in list_nodes(k, head, MAX_TASKS):
+                nodes.append(node)
+            return nodes
+        except FaultError:
+            self.truncated = True
+        seen = set(nodes)
+        seen.add(head)
+        back: List[int] = []
+        try:
+            node = k.u64(head + 8)  # list_head.prev
+            while node not in seen and is_kernel_ptr(node) and len(back) < MAX_TASKS:
+                back.append(node)
+                seen.add(node)
+                node = k.u64(node + 8)
+        except FaultError:
+            pass
+        back.reverse()
+        return nodes + back
 
     def processes(self, mm: int) -> List[Task]:
         """The processes (one Task per tgid) whose tasks use ``mm``."""
@@ -327,3 +352,14 @@ def mappers_text(found: List[Dict[str, object]], limit: int = 4, per_process: in
         parts.append("+%d more processes" % (len(groups) - limit))
     return "; ".join(parts) if len(parts) > 1 and len(groups) > 1 and any(
         len(g) > 1 for g in groups.values()) else ", ".join(parts)
+
+
+def unnamed_note(k: Kernel, found: List[Dict[str, object]]) -> Optional[str]:
+    """A note for mappers whose mm no task was found for, or None."""
+    mms = sorted({m["mm"] for m in found if m["pid"] is None})  # type: ignore[type-var]
+    if not mms:
+        return None
+    why = ("some tasks are not in the dump" if tasks_of(k).truncated
+           else "no live task uses it (an exiting process, or a kernel-held mm)")
+    return "no process named for mm %s: %s" % (", ".join("%#x" % m for m in mms), why)  # type: ignore[str-format]
+
