@@ -26,7 +26,7 @@ from ..owner import Owner, register
 from ..page import Page, decoder_of
 from ..target import FaultError
 from ..text import clean
-from .tasks import MAX_MAPPERS, is_kernel_ptr, mappers, mappers_text, rb_nodes, unnamed_note
+from .tasks import MAX_MAPPERS, is_kernel_ptr, list_nodes, mappers, mappers_text, rb_nodes, unnamed_note
 
 #: deepest directory nesting followed, and most mounts crossed, per path
 MAX_DEPTH = 64
@@ -132,6 +132,32 @@ def mount_path(k: Kernel, mount: int, dentry: int) -> Optional[Tuple[List[bytes]
     return None
 
 
+def sb_mounts(k: Kernel, sb: int) -> List[int]:
+    """The mounts of a superblock (at most MAX_SB_MOUNTS).
+
+    Up to v6.x ``sb->s_mounts`` is a list_head of ``mount.mnt_instance``;
+    later kernels (seen in 7.2) make it a ``struct mount *`` chained through
+    ``mount.mnt_next_for_sb``.
+    """
+    o_mounts = k.off_opt("struct super_block", "s_mounts")
+    if o_mounts is None:
+        return []
+    out: List[int] = []
+    o_inst = k.off_opt("struct mount", "mnt_instance")
+    if o_inst is not None:
+        for node in list_nodes(k, sb + o_mounts, MAX_SB_MOUNTS):
+            out.append(node - o_inst)
+        return out
+    o_next = k.off_opt("struct mount", "mnt_next_for_sb")
+    if o_next is None:
+        return out
+    m = k.u64(sb + o_mounts)
+    while is_kernel_ptr(m) and m not in out and len(out) < MAX_SB_MOUNTS:
+        out.append(m)
+        m = k.u64(m + o_next)
+    return out
+
+
 def sb_info(k: Kernel, sb: int) -> Tuple[str, str]:
     """(filesystem type name, s_id device name) of a superblock, cleaned."""
     memo = k.memo.setdefault("file.sb", {})
@@ -168,13 +194,7 @@ def dentry_path(k: Kernel, dentry: int, vfsmount: Optional[int] = None) -> Dict[
     if vfsmount:
         candidates.append(vfsmount - o_mnt)
     else:
-        o_inst = k.off_opt("struct mount", "mnt_instance")
-        o_mounts = k.off_opt("struct super_block", "s_mounts")
-        if o_inst is not None and o_mounts is not None:
-            from .tasks import list_nodes
-
-            for node in list_nodes(k, sb + o_mounts, MAX_SB_MOUNTS):
-                candidates.append(node - o_inst)
+        candidates.extend(sb_mounts(k, sb))
     for mount in candidates:
         try:
             got = mount_path(k, mount, dentry)
