@@ -396,7 +396,7 @@ class FastScan:
         if kind in ("pagecache", "shmem"):
             return ("file", head.mapping & ~3, is_thp(d, head))
         if kind == "slab" and self.slab_keyed:
-            return ("slab", self._u64_of(head, self.off_cache))
+            return ("slab", self._u64_of(head, self.off_cache), not page.is_tail)
         if kind == "hugetlb":
             return ("hugetlb", head.order if head.is_head else 0, head.refcount != 0)
         return None
@@ -515,7 +515,7 @@ class Summary:
         #: (chunk start, kinds bytearray), for the map and reserved ranges
         self.chunks: List[Tuple[int, bytearray]] = []
         self.vm_callers: Counter = Counter()
-        self.kstack_tasks = 0
+        self.kstack_cached = 0
         self.notes: List[str] = []
 
     # -- collecting ----------------------------------------------------------------
@@ -577,7 +577,8 @@ class Summary:
         return out
 
     def _area_kind(self, area: Any) -> Tuple[str, str]:
-        """(kind, caller) of a vmap area, as the vmalloc namer decides."""
+        """(kind, caller) of a vmap area, as the vmalloc namer decides;
+        kind "kstack" with caller "" is a stack of no live task."""
         memo = self.__dict__.setdefault("_areas", {})
         got = memo.get(id(area))
         if got is None:
@@ -588,6 +589,8 @@ class Summary:
             _try(None, _vm.name_area, self.k, None, o, area, None)
             caller = o.detail.get("caller") or "?"
             got = (o.kind if o.kind in ("vmalloc", "kstack", "percpu") else "vmalloc", str(caller))
+            if got[0] == "kstack" and "pid" not in o.detail:
+                got = ("kstack", "")
             memo[id(area)] = got
         return got
 
@@ -614,6 +617,8 @@ class Summary:
                 kinds[i] = fs._id(kind)
                 if kind == "vmalloc":
                     self.vm_callers[caller] += 1
+                elif kind == "kstack" and not caller:
+                    self.kstack_cached += 1
             j += 1
 
     # -- naming, aggregated ------------------------------------------------------------
@@ -621,13 +626,16 @@ class Summary:
     def _slab_caches(self) -> List[Dict[str, Any]]:
         k = self.k
         by_cache: Counter = Counter()
+        slabs: Counter = Counter()
         for key, n in self.keyed.items():
             if key[0] == "slab":
                 by_cache[key[1]] += n
+                if key[2]:
+                    slabs[key[1]] += n
         out = []
         for cache, n in by_cache.most_common():
             name = _try(None, _cache_name, k, cache)
-            out.append({"name": name, "address": cache, "pages": n})
+            out.append({"name": name, "address": cache, "pages": n, "slabs": slabs[cache]})
         return out
 
     def _files(self, shmem: bool) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
@@ -819,7 +827,7 @@ class Summary:
             "hugetlb": {"pages": self.kind_pages.get("hugetlb", 0), "sizes": self._hugetlb()},
             "thp": dict(self._thp(), pages=sum(self._thp().values())),
             "vmalloc": {"pages": self.kind_pages.get("vmalloc", 0), "callers": vm[:top]},
-            "kstack": {"pages": self.kind_pages.get("kstack", 0)},
+            "kstack": {"pages": self.kind_pages.get("kstack", 0), "cached_pages": self.kstack_cached},
             "reserved": {"pages": self.kind_pages.get("reserved", 0),
                          "kinds": _try([], self._reserved)},
             "unknown": {"pages": self.kind_pages.get("unknown", 0)},
@@ -892,8 +900,8 @@ def summary_text(doc: Dict[str, Any]) -> List[str]:
             ["ZONE", "PAGES", "MIB"])
     s = doc["slab"]
     section("Slab caches (top %d of %d):" % (len(s["caches"]), s["nr_caches"]),
-            [[clean(c["name"] or "?"), str(c["pages"]), _mib(c["pages"], ps)] for c in s["caches"]],
-            ["CACHE", "PAGES", "MIB"])
+            [[clean(c["name"] or "?"), str(c["slabs"]), str(c["pages"]), _mib(c["pages"], ps)] for c in s["caches"]],
+            ["CACHE", "SLABS", "PAGES", "MIB"])
     for kind, title in (("pagecache", "Page cache"), ("shmem", "Shmem/tmpfs")):
         d = doc[kind]
         section("%s by filesystem:" % title,
@@ -917,6 +925,11 @@ def summary_text(doc: Dict[str, Any]) -> List[str]:
     section("vmalloc by caller (top %d):" % len(doc["vmalloc"]["callers"]),
             [[clean(c["caller"]), str(c["pages"]), _mib(c["pages"], ps)] for c in doc["vmalloc"]["callers"]],
             ["CALLER", "PAGES", "MIB"])
+    ks = doc["kstack"]
+    if ks["pages"]:
+        out += ["", "Kernel stacks: %d pages (%s MiB)%s" % (
+            ks["pages"], _mib(ks["pages"], ps),
+            ", %d of them cached stacks of no live task" % ks["cached_pages"] if ks["cached_pages"] else "")]
     section("Reserved by kind:", [[r["kind"], str(r["pages"]), _mib(r["pages"], ps)] for r in doc["reserved"]["kinds"]],
             ["KIND", "PAGES", "MIB"])
     out += ["", "%d pages classified in %.2f s" % (doc["pages"], doc["seconds"])]
