@@ -301,3 +301,63 @@ def test_tasks_index_has_every_process_the_guest_listed(sample):
     assert len(theirs) >= 8
     missing = {(p, c) for p, c in theirs if (p, c) not in ours}
     assert not missing
+
+
+# -- corrupt data: every walk ends ----------------------------------------------------
+
+class _FakeKernel:
+    """Just enough of a Kernel for the container walkers: u64 reads from a
+    dict (absent addresses fault) and fixed member offsets."""
+
+    OFFSETS = {("struct rb_node", "rb_right"): 8, ("struct rb_node", "rb_left"): 16,
+               ("struct dentry", "d_parent"): 24, ("struct dentry", "d_name"): 32,
+               ("struct qstr", "name"): 8}
+
+    def __init__(self, words: Dict[int, int]) -> None:
+        self.words = words
+        self.memo: Dict[str, object] = {}
+
+    def u64(self, addr: int) -> int:
+        from pagewho.target import FaultError
+
+        if addr not in self.words:
+            raise FaultError(addr, 8)
+        return self.words[addr]
+
+    def off(self, type_name: str, member: str) -> int:
+        return self.OFFSETS[(type_name, member)]
+
+    def cstring(self, addr: int, limit: int = 256) -> bytes:
+        return b"x"
+
+
+BASE = 0xFFFF888000001000
+
+
+def test_rb_tree_walk_ends_on_a_cycle():
+    from pagewho.owners.tasks import rb_nodes
+
+    a, b, c, root = BASE, BASE + 0x100, BASE + 0x200, BASE + 0x300
+    # a -> (b, c); c's right child points back at a
+    words = {root: a, a + 8: c, a + 16: b, b + 8: 0, b + 16: 0, c + 8: a, c + 16: 0}
+    assert sorted(rb_nodes(_FakeKernel(words), root)) == [a, b, c]
+
+
+def test_list_and_hlist_walks_end_on_a_loop():
+    from pagewho.owners.tasks import hlist_nodes, list_nodes
+
+    head, n1, n2 = BASE, BASE + 0x100, BASE + 0x200
+    # n2 loops back to n1, never to the head
+    k = _FakeKernel({head: n1, n1: n2, n2: n1})
+    assert list(list_nodes(k, head)) == [n1, n2]
+    assert list(hlist_nodes(k, head)) == [n1, n2]
+
+
+def test_dentry_walk_ends_on_a_parent_loop():
+    from pagewho.owners.file import MAX_DEPTH, _walk_to
+
+    d1, d2 = BASE, BASE + 0x100
+    words = {d1 + 24: d2, d2 + 24: d1, d1 + 32 + 8: BASE + 0x800, d2 + 32 + 8: BASE + 0x800}
+    names: List[bytes] = []
+    assert _walk_to(_FakeKernel(words), d1, 0, names) is False
+    assert len(names) == MAX_DEPTH
