@@ -21,6 +21,7 @@ Python).  pagewho never writes to the inferior: there is no write path here.
 from __future__ import annotations
 
 import bisect
+import inspect
 import os
 import re
 import struct
@@ -30,8 +31,10 @@ from collections import OrderedDict
 import gdb  # provided by gdb's embedded Python
 
 # The core is plain Python in the repository root, next to this directory.
-# gdb's Python is the system one, not the project's virtualenv.
-_REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+# gdb's Python is the system one, not the project's virtualenv.  This file's
+# path comes from its code object: gdb's "source" run from inside another
+# script (an auto-loaded vmlinux-gdb.py) leaves __file__ naming the outer one.
+_REPO = os.path.dirname(os.path.dirname(os.path.realpath(inspect.currentframe().f_code.co_filename)))
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 

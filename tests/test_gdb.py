@@ -522,3 +522,16 @@ def _any_vmlinux():
     if not found:
         pytest.skip("no sample vmlinux in ~/.cache/pagewho/vmcores")
     return found[0]
+
+
+@needs_gdb
+def test_sourced_from_another_script(tmp_path):
+    """As an auto-loaded vmlinux-gdb.py does: gdb.execute("source ...") from
+    a script elsewhere (gdb then leaves __file__ naming the outer script)."""
+    outer = tmp_path / "vmlinux-gdb.py"
+    outer.write_text(f"import gdb\ngdb.execute('source {PLUGIN}')\n")
+    r = subprocess.run([GDB, "-batch", "-nx", "-ex", f"source {outer}", "-ex", "help pagewho",
+                        "-ex", "print $_streq(\"a\", \"a\")"],
+                       capture_output=True, text=True, timeout=120)
+    assert "Who owns a page frame" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
