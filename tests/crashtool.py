@@ -189,13 +189,10 @@ def _why(text: str) -> str:
 
 
 def _fatal(text: str) -> Optional[str]:
-    """crash's own words when it gave up: its last "crash: ..." line."""
-    found = None
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("crash: "):
-            found = s[len("crash: "):][:300]
-    return found
+    """crash's own words when it gave up: its "crash: ..." lines."""
+    lines = [ln.strip()[len("crash: "):] for ln in text.splitlines()
+             if ln.strip().startswith("crash: ")]
+    return "; ".join(lines[-3:])[:400] or None
 
 
 def probe(build: str, vmlinux: str, vmcore: str, phys: int, timeout: float = 600) -> str:
