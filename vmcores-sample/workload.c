@@ -49,9 +49,17 @@
 
 #define PAGE 4096UL
 #define HPAGE (2UL << 20)
-#define DATA_DEV "/dev/nvme0n1"
-#define SWAP_DEV "/dev/nvme0n2"
-#define TRUTH_DEV "/dev/nvme0n3"
+/*
+ * The three namespaces of the NVMe controller, by namespace id.  Their disk
+ * names are not stable: 7.x scans namespaces asynchronously, so nsid 3 can
+ * become nvme0n1.  find_namespaces() maps nsid -> /dev name through sysfs.
+ */
+enum { NS_DATA = 1, NS_SWAP = 2, NS_TRUTH = 3, NR_NS = 3 };
+static char ns_name[NR_NS + 1][32];	/* "nvme0n1" */
+static char ns_dev[NR_NS + 1][48];	/* "/dev/nvme0n1" */
+#define DATA_DEV ns_dev[NS_DATA]
+#define SWAP_DEV ns_dev[NS_SWAP]
+#define TRUTH_DEV ns_dev[NS_TRUTH]
 #define NR_HUGEPAGES 8
 #define HUGE_MAPPED 4
 
@@ -237,8 +245,8 @@ static void plant_pagecache(void)
 				emit("{\"type\":\"record\",\"kind\":\"pagecache\",\"pfn\":%lld,"
 				     "\"nr_pages\":1,\"pid\":null,\"comm\":null,\"vaddr\":null,"
 				     "\"mappers\":[],\"path\":\"/data/cached.bin\",\"offset\":%ld,"
-				     "\"ino\":%lu,\"fs\":\"ext4\",\"dev\":\"nvme0n1\"}",
-				     pfn, (long)o, (unsigned long)st.st_ino);
+				     "\"ino\":%lu,\"fs\":\"ext4\",\"dev\":\"%s\"}",
+				     pfn, (long)o, (unsigned long)st.st_ino, ns_name[NS_DATA]);
 		}
 		munmap(m, st.st_size);
 		close(fd);
@@ -253,8 +261,8 @@ static void plant_pagecache(void)
 		touch_read(m, st.st_size);
 		for (off_t o = 0; o < st.st_size; o += PAGE) {
 			snprintf(extra, sizeof extra, "\"path\":\"/data/mapped.bin\",\"offset\":%ld,"
-				 "\"ino\":%lu,\"fs\":\"ext4\",\"dev\":\"nvme0n1\"",
-				 (long)o, (unsigned long)st.st_ino);
+				 "\"ino\":%lu,\"fs\":\"ext4\",\"dev\":\"%s\"",
+				 (long)o, (unsigned long)st.st_ino, ns_name[NS_DATA]);
 			record("file-mmap", pfn_of(getpid(), m + o), 1, m + o, extra);
 		}
 	}
@@ -277,8 +285,8 @@ static void plant_pagecache(void)
 		touch_read(m, len);
 		for (size_t o = 0; o < len; o += PAGE) {
 			snprintf(extra, sizeof extra, "\"path\":\"/data/dirty.bin\",\"offset\":%zu,"
-				 "\"ino\":%lu,\"fs\":\"ext4\",\"dev\":\"nvme0n1\"",
-				 o, (unsigned long)st.st_ino);
+				 "\"ino\":%lu,\"fs\":\"ext4\",\"dev\":\"%s\"",
+				 o, (unsigned long)st.st_ino, ns_name[NS_DATA]);
 			record("pagecache-dirty", pfn_of(getpid(), m + o), 1, m + o, extra);
 		}
 	}
@@ -537,7 +545,8 @@ static void plant_swapcache(int have_swap)
 		long long pfn = pfn_of(getpid(), m + o);
 		if (pfn >= 0 && (kpageflags_of(pfn) >> KPF_SWAPCACHE & 1)) {
 			char extra[96];
-			snprintf(extra, sizeof extra, "\"swap_dev\":\"nvme0n2\",\"page\":%zu", o / PAGE);
+			snprintf(extra, sizeof extra, "\"swap_dev\":\"%s\",\"page\":%zu",
+				 ns_name[NS_SWAP], o / PAGE);
 			record("swapcache", pfn, 1, m + o, extra);
 			got++;
 		}
@@ -617,10 +626,34 @@ static void info_str(const char *key, const char *val)
 	jadd("{\"type\":\"info\",\"key\":\"%s\",\"value\":\"%s\"}", key, val);
 }
 
-static int wait_for(const char *path, int seconds)
+/* fills ns_name/ns_dev from /sys/block/nvmeXnY/nsid; 0 once all NR_NS /dev nodes exist */
+static int find_namespaces(void)
+{
+	int found = 0;
+	DIR *d = opendir("/sys/block");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char path[300];
+		if (strncmp(e->d_name, "nvme", 4) != 0 || strlen(e->d_name) >= sizeof ns_name[0])
+			continue;
+		snprintf(path, sizeof path, "/sys/block/%s/nsid", e->d_name);
+		long id = read_long(path);
+		if (id < 1 || id > NR_NS)
+			continue;
+		snprintf(ns_name[id], sizeof ns_name[id], "%s", e->d_name);
+		snprintf(ns_dev[id], sizeof ns_dev[id], "/dev/%s", e->d_name);
+		if (access(ns_dev[id], F_OK) == 0)
+			found++;
+	}
+	if (d)
+		closedir(d);
+	return found == NR_NS ? 0 : -1;
+}
+
+static int wait_for_namespaces(int seconds)
 {
 	for (int i = 0; i < seconds * 10; i++) {
-		if (access(path, F_OK) == 0)
+		if (find_namespaces() == 0)
 			return 0;
 		usleep(100000);
 	}
@@ -791,12 +824,14 @@ int main(void)
 	info_str("uname_r", u.release);
 	info_str("uname_v", u.version);
 
-	if (wait_for(TRUTH_DEV, 30) < 0) {
-		logmsg("no %s: cannot record the truth", TRUTH_DEV);
+	if (wait_for_namespaces(30) < 0) {
+		logmsg("NVMe namespaces 1-%d not all there: cannot record the truth", NR_NS);
 		puts("PAGEWHO-FAILED no truth disk");
 		sync();
 		reboot(RB_POWER_OFF);
 	}
+	for (int i = 1; i <= NR_NS; i++)
+		jadd("{\"type\":\"info\",\"key\":\"nvme_ns%d\",\"value\":\"%s\"}", i, ns_name[i]);
 	mkdir("/data", 0755);
 	mkdir("/shm", 0755);
 	if (mount(DATA_DEV, "/data", "ext4", MS_NOATIME, "commit=3600") < 0)
