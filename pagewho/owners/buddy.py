@@ -266,5 +266,58 @@ def name_free(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
         return
     zone = _zone_name(k, page.pfn)
     d["zone"] = zone
+    guess = _noncompound_head(k, page.pfn)
+    if guess is not None:
+        h, order, kind = guess
+        d.update(probable_allocation_pfn=h, probable_order=order, probable_kind=kind)
+        d["summary"] = ("refcount 0, in no free block and on no pcp list: probably page %d of a "
+                        "non-compound order-%d allocation at pfn %#x (%s), whose first page holds "
+                        "the reference" % (page.pfn - h, order, h, kind))
+        return
     d["summary"] = ("refcount 0 but in no free buddy block and on no pcp list: "
                     "being allocated or freed, or held by a driver that keeps refcount 0")
+
+
+def _noncompound_head(k: Kernel, pfn: int) -> Optional[Tuple[int, int, str]]:
+    """(head pfn, order, head's kind) when ``pfn`` looks like a later page of
+    a high-order allocation made without __GFP_COMP: alloc_pages() then sets
+    the refcount of the first page only, so the rest read as refcount 0.
+    The first page must be the nearest page below with a reference, every
+    page between must be unused, and the block must be aligned to its order."""
+    from ..owner import classify
+
+    d = decoder_of(k)
+    top = nr_page_orders(k) - 1
+    base = pfn & ~((1 << top) - 1)
+    if not d.memmap.valid(base) or pfn == base:
+        return None
+    size = k.struct_page_size
+    count = 1 << top
+    try:
+        raw = d.memmap.read_pages(base, count)
+    except FaultError:
+        count = pfn - base + 1
+        raw = d.memmap.read_pages(base, count)
+
+    def unused(q: Page) -> bool:
+        return q.refcount == 0 and q.page_type is None and not (q.is_tail or q.is_head)
+
+    for h in range(pfn - 1, base - 1, -1):
+        p = d.decode(h, raw, (h - base) * size, next_ok=False)
+        if p.page_type is not None or p.is_tail or p.is_head:
+            return None
+        if p.refcount == 0:
+            continue
+        # the run of unused pages after h: how far the allocation reaches
+        end = pfn
+        while end + 1 < base + count and unused(d.decode(end + 1, raw, (end + 1 - base) * size, next_ok=False)):
+            end += 1
+        order = 0
+        while h + (1 << order) <= end:
+            order += 1
+        while order and h & ((1 << order) - 1):
+            order -= 1
+        if order == 0 or h + (1 << order) <= pfn:
+            return None
+        return h, order, classify(k, p, p).kind
+    return None
