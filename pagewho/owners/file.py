@@ -260,6 +260,29 @@ def i_mmap_vmas(k: Kernel, mapping: int) -> Iterator[int]:
         yield node - o_rb
 
 
+def bdev_of_inode(k: Kernel, inode: int) -> Optional[Dict[str, Any]]:
+    """{"disk", "devt", "partition"} of a block device's own inode (the page
+    cache of a raw block device: buffer heads, metadata), or None.  The inode
+    sits in ``struct bdev_inode`` after its ``block_device`` (fs/block_dev.c,
+    block/bdev.c)."""
+    o_vfs = k.off_opt("struct bdev_inode", "vfs_inode")
+    if o_vfs is None:
+        return None
+    B = "struct block_device"
+    bdev = inode - o_vfs
+    devt = k.u32(bdev + k.off(B, "bd_dev"))
+    major, minor = devt >> 20, devt & 0xFFFFF
+    out: Dict[str, Any] = {"devt": "%d:%d" % (major, minor), "disk": None, "partition": None}
+    disk = k.u64(bdev + k.off(B, "bd_disk"))
+    if is_kernel_ptr(disk):
+        G = "struct gendisk"
+        out["disk"] = clean(k.read(disk + k.off(G, "disk_name"), 32).split(b"\0", 1)[0])
+        first = k.u32(disk + k.off(G, "first_minor"))
+        if 0 < minor - first < 256:
+            out["partition"] = minor - first
+    return out
+
+
 @register("pagecache", "shmem")
 def name_file(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     d = decoder_of(k)
@@ -292,7 +315,15 @@ def name_file(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
         det["order"] = head.order
         det["head_pfn"] = head.pfn
     path = None
-    dentry = inode_dentry(k, inode)
+    dentry = inode_dentry(k, inode) if fstype != "bdev" else None
+    if fstype == "bdev":
+        bdev = bdev_of_inode(k, inode)
+        if bdev is not None:
+            det["bdev"] = bdev
+            path = "block device %s (%s)%s" % (
+                bdev["disk"] or "?", bdev["devt"],
+                ", partition %d" % bdev["partition"] if bdev["partition"] else "")
+            det["path"] = None
     if dentry is not None:
         try:
             info = dentry_path(k, dentry)
@@ -302,7 +333,7 @@ def name_file(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
             det["deleted"] = info["deleted"]
         except FaultError as e:
             owner.notes.append("path unreadable: memory at %#x is not in the dump" % e.address)
-    if path is None:
+    if path is None or fstype == "bdev":
         det["path"] = None
     found, _ = mappers(k, i_mmap_vmas(k, mapping), pgoff, page.pfn)
     det["mappers"] = found[:MAX_MAPPERS]
