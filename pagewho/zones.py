@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from .kernel import Kernel
 from .target import FaultError
+from .text import clean
 
 
 class Zone:
@@ -71,7 +72,7 @@ def zones(k: Kernel) -> List[Zone]:
                 if not spanned:
                     continue
                 start = k.u64(z + off_start)
-                name = k.cstring(k.u64(z + off_name), 16).decode("ascii", "replace")
+                name = clean(k.cstring(k.u64(z + off_name), 16))
                 out.append(Zone(z, node, i, name, start, start + spanned))
         except FaultError:
             continue

@@ -18,6 +18,7 @@ from ..kernel import Kernel
 from ..owner import Owner, register
 from ..page import Page
 from ..target import FaultError
+from ..text import clean
 from ..versions import PAGE_MAPPING_ANON, PAGE_MAPPING_FLAGS
 
 
@@ -38,7 +39,7 @@ def hstates(k: Kernel) -> List[Tuple[int, int, str]]:
             h = base + i * size
             try:
                 order = k.u32(h + off_order)
-                name = k.cstring(h + off_name, 32).decode("ascii", "replace")
+                name = clean(k.cstring(h + off_name, 32))
             except FaultError:
                 continue
             out.append((h, order, name))

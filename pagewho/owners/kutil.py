@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..kernel import Kernel
 from ..target import FaultError
+from ..text import clean
 
 #: default bound of a list walk
 MAX_LIST = 1 << 20
@@ -89,11 +90,12 @@ def container_pfn(k: Kernel, node: int, member_off: int) -> Optional[int]:
 
 
 def cstr(k: Kernel, address: int, limit: int = 64) -> Optional[str]:
-    """A C string from the kernel as text, or None for NULL / unreadable."""
+    """A C string from the kernel as safe text (control characters and
+    invalid bytes escaped by text.clean), or None for NULL / unreadable."""
     if not is_kernel_ptr(address) and address < 0xFFFF800000000000:
         return None
     try:
-        return k.cstring(address, limit).decode("utf-8", "replace")
+        return clean(k.cstring(address, limit))
     except FaultError:
         return None
 

@@ -31,6 +31,7 @@ from ..kernel import Kernel
 from ..owner import Owner, register
 from ..page import Page
 from ..target import FaultError
+from ..text import clean
 from .kutil import is_kernel_ptr, list_nodes, map_range, percpu_offsets, u64s
 
 MAX_AREAS = 1 << 20
@@ -111,6 +112,7 @@ def areas(k: Kernel) -> List[Area]:
     o_addr, o_size, o_flags = k.off(VM, "addr"), k.off(VM, "size"), k.off(VM, "flags")
     o_pages, o_nr, o_caller = k.off(VM, "pages"), k.off(VM, "nr_pages"), k.off(VM, "caller")
     va_size = k.sizeof(VA)
+    nr_size = k.member_size(VM, "nr_pages") or 4  # unsigned int, unsigned long in 7.x
     out: List[Area] = []
     for head in _vmap_lists(k):
         try:
@@ -131,7 +133,7 @@ def areas(k: Kernel) -> List[Area]:
                         a.addr = int.from_bytes(v[o_addr:o_addr + 8], "little")
                         a.size = int.from_bytes(v[o_size:o_size + 8], "little")
                         a.flags = int.from_bytes(v[o_flags:o_flags + 8], "little")
-                        a.nr_pages = int.from_bytes(v[o_nr:o_nr + 4], "little")
+                        a.nr_pages = int.from_bytes(v[o_nr:o_nr + nr_size], "little")
                         a.caller = int.from_bytes(v[o_caller:o_caller + 8], "little")
                         a.caller_name = k.symbolize(a.caller) if a.caller else None
                         a.pages = int.from_bytes(v[o_pages:o_pages + 8], "little")
@@ -248,7 +250,7 @@ def task_ident(k: Kernel, task: int) -> Dict[str, Any]:
     T = "struct task_struct"
     pid = k.u32(task + k.off(T, "pid"))
     tgid = k.u32(task + k.off(T, "tgid"))
-    comm = k.cstring(task + k.off(T, "comm"), 16).decode("utf-8", "replace")
+    comm = clean(k.cstring(task + k.off(T, "comm"), 16))
     return {"pid": pid, "tgid": tgid, "comm": comm, "task": task}
 
 
