@@ -52,16 +52,17 @@ _RELEASE = re.compile(r"\d+\.\d+[0-9A-Za-z.+_~-]*$")
 
 def _banner_release(target: Target) -> Optional[str]:
     """The release in ``linux_banner`` ("Linux version R ...") at the
-    vmlinux's address, or None when that is not a banner."""
+    vmlinux's address; "" when what is there is not a banner (the symbols
+    are wrong), None when the vmlinux has no linux_banner."""
     addr = target.symbol("linux_banner")
     if addr is None:
         return None
     try:
         text = target.read_cstring(addr, 128)
     except FaultError:
-        return None
+        return ""
     m = re.match(rb"Linux version (\S+)", text)
-    return m.group(1).decode("ascii", "replace") if m else None
+    return m.group(1).decode("ascii", "replace") if m else ""
 
 
 def check_vmlinux(target: Target, info: Dict[str, str]) -> str:
@@ -97,7 +98,7 @@ def check_vmlinux(target: Target, info: Dict[str, str]) -> str:
             same_place = addr is None or int(sym, 16) == addr
         except ValueError:
             pass
-    if mine is not None and (mine == dump or dump is None) and same_place:
+    if mine and same_place and (mine == dump or dump is None):
         return mine  # (nothing to compare with when dump is None)
     if fault is not None and same_place:
         # the right place, but not in the dump (truncated, filtered): say so
