@@ -259,7 +259,13 @@ class Kernel:
         delta = page - self.vmemmap
         if delta < 0 or delta % self.struct_page_size:
             return None
-        return delta // self.struct_page_size
+        pfn = delta // self.struct_page_size
+        # beyond the vmemmap area (MAX_PHYSMEM_BITS of pfns): the kernel
+        # image, modules, fixmap -- not a struct page at all
+        bits = self.number("MAX_PHYSMEM_BITS") or (52 if self.number("pgtable_l5_enabled") else 46)
+        if pfn >> (bits - self.page_shift):
+            return None
+        return pfn
 
     def pfn_to_virt(self, pfn: int) -> int:
         """Direct-map address of ``pfn``."""
