@@ -75,7 +75,7 @@ def migratetype_names(k: Kernel) -> Dict[int, str]:
         names = {}
         enum = k.enumerators("enum migratetype")
         for name, value in sorted(enum.items(), key=lambda kv: kv[1]):
-            if name in ("MIGRATE_PCPTYPES", "MIGRATE_TYPES"):
+            if name in ("MIGRATE_PCPTYPES", "MIGRATE_TYPES") or name.startswith("__"):
                 continue
             names.setdefault(value, name[len("MIGRATE_"):].capitalize())
         if not names:
