@@ -367,16 +367,28 @@ def _kinds(truth: dict, flags: array) -> dict:
 
 
 def _makedumpfile(kdir: Path, elf: Path, out: Path, level: int, timings: dict) -> None:
-    """makedumpfile -c -d level, on a copy whose program headers sit at offset 64."""
+    """makedumpfile -c -d level, on a copy whose program headers sit at offset 64.
+
+    The guest's VMCOREINFO note (the qemu_fw_cfg driver hands it to QEMU's
+    vmcoreinfo device) is enough for filtering; measured on 6.1 it gives the
+    same page bitmap as -x vmlinux in 1 s instead of 25 s (no DWARF to parse).
+    -x vmlinux is the fallback when the note-only run fails.
+    """
     fixed = elf.with_name("vmcore.phdr64.elf")
     t = time.monotonic()
     try:
         lab_elf.phdrs_at_64(elf, fixed)
-        out.unlink(missing_ok=True)
-        r = subprocess.run(["makedumpfile", "-c", "-d", str(level), "-x", str(kdir / "vmlinux"),
-                            str(fixed), str(out)], capture_output=True, text=True, timeout=900)
-        if r.returncode != 0:
-            raise RuntimeError(f"makedumpfile -d {level}: {r.stdout[-800:]} {r.stderr[-800:]}")
+        errors = []
+        for extra in ([], ["-x", str(kdir / "vmlinux")]):
+            out.unlink(missing_ok=True)
+            r = subprocess.run(["makedumpfile", "-c", "-d", str(level), *extra,
+                                str(fixed), str(out)], capture_output=True, text=True, timeout=900)
+            if r.returncode == 0:
+                break
+            errors.append(f"makedumpfile -d {level} {' '.join(extra)}: "
+                          f"{r.stdout[-600:]} {r.stderr[-600:]}")
+        else:
+            raise RuntimeError("\n".join(errors))
     finally:
         fixed.unlink(missing_ok=True)
     timings[f"makedumpfile_d{level}_s"] = round(time.monotonic() - t, 1)
@@ -429,12 +441,19 @@ def _build_sample(suite: str, release: str, kdir: Path, sdir: Path, mem_mb: int)
         truth["qemu"] = {"cmdline": cmd, "tries": tries}
         truth["kernel_packages"] = kinfo.get("packages")
         truth["timings"] = timings
-        (sdir / "truth.json").write_text(json.dumps(truth, indent=1))
+        _write_atomic(sdir / "truth.json", json.dumps(truth, indent=1))
         (sdir / "complete").write_text(json.dumps(
             {"format": FORMAT, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         log(f"{suite}: sample ready in {sdir} {timings}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers never see a half-written file (tests read samples while others build)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _make_kdumps(kdir: Path, sdir: Path, truth: dict, flags: array, timings: dict) -> dict:
