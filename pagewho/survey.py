@@ -520,17 +520,19 @@ class Summary:
 
     # -- collecting ----------------------------------------------------------------
 
-    def collect(self, progress: Optional[Progress] = None) -> Summary:
+    def collect(self, progress: Optional[Progress] = None, start: int = 0,
+                end: Optional[int] = None) -> Summary:
+        """Classify every valid pfn in [start, end) (all by default)."""
         t0 = time.monotonic()
         fs = self.fs
         k = self.k
         refine = self._refinements()
         mm = fs.d.memmap
-        total = sum(b - a for a, b in mm.ranges())
+        total = sum(b - a for a, b in mm.ranges(start, end))
         mt_cache: Dict[int, Optional[str]] = {}
         from .zones import zone_of
 
-        for ch in fs.run(progress=progress):
+        for ch in fs.run(start, end, progress):
             kinds = ch.kinds
             self._refine(ch.start, kinds, refine)
             self.chunks.append((ch.start, kinds))
@@ -737,9 +739,13 @@ class Summary:
             if 0 <= order < nr:
                 zones.setdefault(zone, [0] * nr)[order] += n
                 mts[(zone, mt)] += n << order
+        from .zones import zones as _zones
+
+        order = [z.name for z in _try([], _zones, self.k)]
+        names = sorted(zones, key=lambda z: order.index(z) if z in order else len(order))
         return {
-            "zones": [{"zone": z, "blocks_by_order": v, "pages": sum(c << o for o, c in enumerate(v))}
-                      for z, v in zones.items()],
+            "zones": [{"zone": z, "blocks_by_order": zones[z], "pages": sum(c << o for o, c in enumerate(zones[z]))}
+                      for z in names],
             "by_migratetype": [{"zone": z, "migratetype": m, "pages": n}
                                for (z, m), n in sorted(mts.items(), key=lambda kv: -kv[1])],
             "blocks": [{"zone": z, "order": o, "migratetype": m, "blocks": n}
