@@ -13,9 +13,10 @@ x86-64 specifics (arch/x86/include/asm/pgtable_types.h, pgalloc.h):
 4 levels, or 5 when VMCOREINFO says ``pgtable_l5_enabled``; ``_PAGE_PSE``
 ends the walk at the PUD and PMD levels (1 GiB / 2 MiB pages).  With
 CONFIG_PAGE_TABLE_ISOLATION the pgd is an order-1 block whose second page
-is the user-mode copy (PGD_ALLOCATION_ORDER), and ``init_top_pgt`` is
-followed by its own user copy.  A PMD-mapped THP keeps a pre-allocated PTE
-table "deposited" on the PMD table's ``pmd_huge_pte`` (mm/pgtable-generic.c);
+is the user-mode copy when PTI is on at run time (X86_FEATURE_PTI), and
+``init_top_pgt`` is followed by its own user copy.  A PMD-mapped THP keeps
+a pre-allocated PTE table "deposited" on the PMD table's ``pmd_huge_pte``
+(mm/pgtable-generic.c);
 those are found from the PMD tables that hold huge entries.
 
 Checked against the sample dumps of 5.10, 6.1, 6.12 and 7.x.
@@ -45,6 +46,30 @@ MAX_DEPOSITS = 1 << 12
 KERNEL = 0
 
 
+#: arch/x86/include/asm/cpufeatures.h: X86_FEATURE_PTI is ( 7*32+11) from
+#: v4.15 ("x86/pti: Add the pti= cmdline option and documentation") on
+X86_FEATURE_PTI = 7 * 32 + 11
+
+
+def pti_enabled(k: Kernel) -> bool:
+    """Page table isolation in force (boot_cpu_data has X86_FEATURE_PTI).
+
+    Only then is the pgd's second page a user-mode copy: kernels up to ~v6.x
+    allocate the order-1 pgd whenever PTI is built in, but the second page
+    stays unused when PTI is off at run time, and later kernels allocate a
+    single page then (pgd_allocation_order()), so the page after a pgd may
+    be anything."""
+    addr = k.sym_opt("boot_cpu_data")
+    off = k.off_opt("struct cpuinfo_x86", "x86_capability")
+    if addr is None or off is None:
+        return False
+    try:
+        word = k.u32(addr + off + 4 * (X86_FEATURE_PTI // 32))
+    except FaultError:
+        return False
+    return bool(word >> (X86_FEATURE_PTI % 32) & 1)
+
+
 def level_name(levels: int, level: int) -> str:
     if level == levels:
         return "pgd"
@@ -66,7 +91,7 @@ class TableMap:
         self.owners: Dict[int, List[Tuple[int, int, int, int, str]]] = {}
         self.count = 0
         self.truncated = False
-        self.pti = k.sym_opt("pti_init") is not None or k.sym_opt("pti_check_boottime_disable") is not None
+        self.pti = pti_enabled(k)
         P = "struct page"
         self.o_huge = k.off_opt(P, "pmd_huge_pte")
         if self.o_huge is None:
