@@ -368,3 +368,20 @@ def test_kernel_owner_json_is_plain_data(sample):
     for pfn in pfns:
         text = to_json(page_dict(report(sample, pfn)))
         assert "object at 0x" not in text and "<" not in text
+
+
+def test_kernel_owners_survive_the_filtered_kdump(sample):
+    """makedumpfile -d 31 drops free, cache, user and zero pages but keeps the
+    memmap and kernel data: every kernel-side answer must stay the same."""
+    k = kernel(sample)
+    kd = open_sample(sample, kdump=True)
+    pfns = _kpf_pfns(sample, KPF_SLAB, KPF_COMPOUND_TAIL)[::211]
+    pfns += _kpf_pfns(sample, KPF_BUDDY)[::4099]
+    for start, _end, _caller, rest in _vmallocinfo(sample)[::7]:
+        if "pages=" in rest and " vmalloc" in rest:
+            pfns.append(addr_to_pfn(k, start))
+    pfns.append(k.virt_to_pfn(k.sym("_stext")))
+    for pfn in pfns:
+        a = report(sample, pfn).owner
+        b = report_of(kd, pfn).owner
+        assert (a.kind, a.detail.get("summary")) == (b.kind, b.detail.get("summary")), (pfn, a, b, b.notes)
