@@ -361,3 +361,12 @@ def test_dentry_walk_ends_on_a_parent_loop():
     names: List[bytes] = []
     assert _walk_to(_FakeKernel(words), d1, 0, names) is False
     assert len(names) == MAX_DEPTH
+
+
+def test_no_page_table_page_has_two_owners(sample):
+    """Each table page is reached once (no hugetlb PMD sharing is planted):
+    a second owner would mean a table mistaken for another, such as the page
+    after a pgd taken for its PTI user copy while PTI is off."""
+    tm = table_map(kernel_of(open_sample(sample)))
+    shared = {pfn: owners for pfn, owners in tm.owners.items() if len(owners) > 1}
+    assert not shared
