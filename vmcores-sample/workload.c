@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -875,8 +876,19 @@ int main(void)
 	 * the kpageflags snapshot and the dump.  Empty slabs stay on the
 	 * caches' partial lists (min_partial), so the real write reuses them.
 	 */
-	if (tfd >= 0 && pwrite(tfd, tar, tar_cap & ~(PAGE - 1), 0) < 0)
-		logmsg("warming the truth write: %s", strerror(errno));
+	/*
+	 * Some of those caches are per cpu (the IOVA magazines of dma-iommu,
+	 * the per-cpu page lists): stay on one cpu so the warm-up and the
+	 * real write run where the same caches are.
+	 */
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	if (sched_setaffinity(0, sizeof one, &one) < 0)
+		logmsg("sched_setaffinity: %s", strerror(errno));
+	for (int i = 0; i < 2; i++)
+		if (tfd >= 0 && pwrite(tfd, tar, tar_cap & ~(PAGE - 1), 0) < 0)
+			logmsg("warming the truth write: %s", strerror(errno));
 
 	/* the record, as late as possible: texts, then the per-pfn arrays */
 	record_tasks();
