@@ -370,3 +370,18 @@ def test_no_page_table_page_has_two_owners(sample):
     tm = table_map(kernel_of(open_sample(sample)))
     shared = {pfn: owners for pfn, owners in tm.owners.items() if len(owners) > 1}
     assert not shared
+
+
+def test_hugetlb_mappers_helper_names_the_mapping_process(sample):
+    """anon.hugetlb_mappers (offered to the hugetlb namer) finds the process
+    and address of each planted hugetlb page, whichever unit its index has."""
+    from pagewho.owners.anon import hugetlb_mappers
+    from pagewho.page import decoder_of
+
+    k = kernel_of(open_sample(sample))
+    d = decoder_of(k)
+    for rec in need(sample, "hugetlb"):
+        head = d.read_page(rec["pfn"])
+        found = hugetlb_mappers(k, head, head)
+        assert {(m["pid"], m["comm"], m["vaddr"]) for m in found} == truth_mappers(rec)
+        assert all(m["verified"] for m in found)

@@ -159,3 +159,32 @@ def name_ksm(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     text += _folio_detail(k, page, head, det)
     text += _swap_suffix(k, page, head, det)
     det["summary"] = text
+
+
+def hugetlb_mappers(k: Kernel, page: Page, head: Page) -> List[Dict[str, object]]:
+    """The processes mapping a hugetlb folio (for the hugetlb namer).
+
+    Candidates come from the anon_vma (private mappings) or the hugetlbfs
+    file's i_mmap (shared ones).  The folio's index counted huge pages until
+    v6.7 ("mm/filemap: remove hugetlb special casing in filemap.c") and
+    base pages since; both readings are tried and the page tables decide.
+    Returns mappers as :func:`pagewho.owners.tasks.mappers` does, for the
+    head page (``vaddr`` is where the huge page starts).
+    """
+    from .file import i_mmap_vmas
+
+    mapping = head.mapping & ~3
+    if not mapping:
+        return []
+    if head.mapping & 1:
+        vmas = list(anon_vma_vmas(k, mapping))
+    else:
+        vmas = list(i_mmap_vmas(k, mapping))
+    order = head.order or 9
+    out: List[Dict[str, object]] = []
+    for pgoff in (head.index, head.index << order):
+        found, _ = mappers(k, iter(vmas), pgoff, head.pfn)
+        if any(m["verified"] for m in found):
+            return [m for m in found if m["verified"]]
+        out = out or found
+    return out
