@@ -392,7 +392,8 @@ def same_summary(text):
     tabulate is missing (gdb's system Python), and the venv has it.
     Every word and number must still be equal."""
     lines = [ln for ln in text.splitlines() if not re.fullmatch(r"\d+ pages classified in [\d.]+ s", ln)]
-    return [re.sub(r"(\S) {2,}", r"\1  ", re.sub(r"-{2,}", "--", ln)).rstrip() for ln in lines]
+    rules = [re.sub(r"-+", "-", ln) if set(ln) <= {"-", " "} else ln for ln in lines]
+    return [re.sub(r"(\S) {2,}", r"\1  ", ln).rstrip() for ln in rules]
 
 
 def one_line(text):
