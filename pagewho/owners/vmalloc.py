@@ -337,9 +337,44 @@ def name_unknown(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
         d["image_section"] = section
         owner.notes.append("inside the kernel image (%s) but not reserved: freed at boot "
                            "(e.g. unused .bss..decrypted or init memory) and reused" % section)
+    if head.is_head and head.order:
+        # before v6.10 large kmalloc had no page type: a plain __GFP_COMP block
+        d.update(compound_order=head.order, head_pfn=head.pfn)
+        d["summary"] = ("compound order-%d kernel allocation at pfn %#x (refcount %d, no mapping): "
+                        "a large kmalloc or a driver's alloc_pages(__GFP_COMP)" % (
+                            head.order, head.pfn, head.refcount))
+        return
+    first = _noncompound_first(k, page)
+    if first is not None:
+        d.update(probable_order=first)
+        d["summary"] = ("probably the first page of a non-compound order-%d kernel allocation "
+                        "(the next pages have refcount 0 and are on no free list); refcount %d, "
+                        "no mapping" % (first, page.refcount))
+        return
     d["summary"] = "no owner found: refcount %d, mapcount %d, mapping %#x, private %#x, flags %s" % (
         page.refcount, page.mapcount, page.mapping, page.private,
         "|".join(_flags(k, page)) or "-")
+
+
+def _noncompound_first(k: Kernel, page: Page) -> Optional[int]:
+    """The order, when ``page`` looks like the first page of a high-order
+    allocation made without __GFP_COMP (see buddy._noncompound_head)."""
+    from ..page import decoder_of
+    from . import buddy
+
+    d = decoder_of(k)
+    nxt = page.pfn + 1
+    if page.is_head or page.is_tail or page.refcount == 0 or page.pfn & 1 or not d.memmap.valid(nxt):
+        return None
+    p = d.read_page(nxt)
+    if p.refcount or p.page_type is not None or p.is_tail or p.is_head:
+        return None
+    if buddy._buddy_head(k, nxt) is not None or buddy._on_pcp(k, nxt) is not None:
+        return None
+    guess = buddy._noncompound_head(k, nxt)
+    if guess is None or guess[0] != page.pfn:
+        return None
+    return guess[1]
 
 
 def _flags(k: Kernel, page: Page) -> List[str]:
