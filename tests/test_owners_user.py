@@ -133,8 +133,15 @@ def test_anon_page_in_swap_cache_names_process_and_swap_slot(sample):
         assert "swap /dev/%s slot %d" % (rec["swap_dev"], sw["offset"]) in det["summary"]
     # one slot per page, and none of them the slots still swapped out
     assert len(offsets) == len(recs)
-    out = {r["swap_offset"] for r in sample.truth["records"] if r["kind"] == "swapped-out"}
-    assert not offsets & out
+    outs = [r for r in sample.truth["records"] if r["kind"] == "swapped-out"]
+    assert not offsets & {r["swap_offset"] for r in outs}
+    # MADV_PAGEOUT wrote the whole buffer to consecutive slots: the slots
+    # pagewho reads from folio->swap and those the guest read from its
+    # pagemap (the PTE's swap entry) lie on one line, page index + base
+    base = min(r["vaddr"] for r in recs + outs)
+    ours = {report(sample, r["pfn"]).owner.detail["swap"]["offset"] - (r["vaddr"] - base) // 4096 for r in recs}
+    theirs = {r["swap_offset"] - (r["vaddr"] - base) // 4096 for r in outs}
+    assert len(ours) == 1 and ours == theirs
 
 
 # -- page cache and shmem -----------------------------------------------------------
