@@ -250,7 +250,7 @@ def _is_shmem_mapping(k: Kernel, mapping: int, fstype: str) -> bool:
             return k.u64(mapping + k.off("struct address_space", "a_ops")) == aops
         except FaultError:
             pass
-    return fstype in ("tmpfs", "shmem", "devtmpfs", "ramfs")
+    return fstype in ("tmpfs", "shmem", "devtmpfs")
 
 
 def i_mmap_vmas(k: Kernel, mapping: int) -> Iterator[int]:
