@@ -26,6 +26,7 @@ import os
 import re
 import struct
 import sys
+import traceback
 from collections import OrderedDict
 
 import gdb  # provided by gdb's embedded Python
@@ -578,6 +579,8 @@ def _guarded(call):  # type: ignore[no-untyped-def]
     except gdb.error as e:
         raise gdb.GdbError(f"pagewho: gdb: {e}") from None
     except Exception as e:  # noqa: BLE001 -- a bug in pagewho: one line, never a traceback
+        if os.environ.get("PAGEWHO_DEBUG"):  # as the core does: the traceback, on request
+            traceback.print_exc()
         raise gdb.GdbError(f"pagewho: internal error: {type(e).__name__}: {e}") from None
 
 
