@@ -319,6 +319,10 @@ def test_hugetlb_pages_report_size_and_state(sample):
             assert d["free"] is (not rec["in_use"])
         if rec["in_use"]:
             assert "anon_vma" in d  # MAP_PRIVATE|MAP_ANONYMOUS
+            head = report(sample, rec["pfn"]).owner.detail
+            ours = {(m["pid"], m["comm"], m["vaddr"]) for m in head["mappers"] if m["verified"]}
+            assert ours == {(m["pid"], m["comm"], m["vaddr"]) for m in rec["mappers"]}, (rec, head)
+            assert "mapped by pid %d (%s)" % (rec["pid"], rec["comm"]) in head["summary"]
 
 
 # -- reserved and zero -------------------------------------------------------------------

@@ -12,7 +12,7 @@ Checked on v5.10, v6.1, v6.12 and v7.x Debian cloud kernels.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..kernel import Kernel
 from ..owner import Owner, register
@@ -55,6 +55,14 @@ def _size_text(nbytes: int) -> str:
     return "%d KiB" % (nbytes >> 10)
 
 
+def _mappers(k: Kernel, page: Page, head: Page) -> List[Dict[str, object]]:
+    """Processes mapping the folio, through the rmap code of the anon namer."""
+    from .anon import hugetlb_mappers
+
+    return [{key: m[key] for key in ("pid", "comm", "vaddr", "verified")}
+            for m in hugetlb_mappers(k, page, head)]
+
+
 @register("hugetlb")
 def name_hugetlb(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     d = owner.detail
@@ -88,7 +96,15 @@ def name_hugetlb(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
             d["index"] = head.index
         else:
             d["mapped"] = None
-        text += ", in use (refcount %d)%s" % (head.refcount, ", " + d["mapped"] if d["mapped"] else "")
+        text += ", in use (refcount %d)" % head.refcount
+        found = _mappers(k, page, head)
+        d["mappers"] = found
+        if found:
+            from .tasks import mappers_text
+
+            text += ", mapped by " + mappers_text(found)
+        elif d["mapped"]:
+            text += ", " + d["mapped"]
     if page.pfn != head.pfn:
         text += ", page %d of the folio at pfn %#x" % (page.pfn - head.pfn, head.pfn)
     d["summary"] = text
