@@ -531,6 +531,7 @@ an ELF vmcore.  Never writes to it."""
         super().__init__("pagewho", gdb.COMMAND_DATA)
 
     def invoke(self, arg: str, from_tty: bool) -> None:
+        self.dont_repeat()  # an empty line must not rerun a whole-memory summary
         try:
             argv = gdb.string_to_argv(arg)
         except gdb.error as e:
