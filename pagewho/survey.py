@@ -35,11 +35,13 @@ per anon_vma, never per page.
 
 from __future__ import annotations
 
+import struct
 import sys
 import time
 from array import array
 from bisect import bisect_left
 from collections import Counter
+from itertools import compress
 from struct import iter_unpack
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -53,6 +55,11 @@ from .text import clean, columns, to_json
 SCHEMA = "pagewho-summary/1"
 MIB = 1 << 20
 _ALL = 0xFFFFFFFFFFFFFFFF
+_U64 = struct.Struct("<Q")
+#: kinds whose pages the summary groups by owner (see FastScan._key)
+KEYED_KINDS = frozenset(("anon", "ksm", "pagecache", "shmem", "slab", "hugetlb"))
+#: below one page in this many, per-page work beats whole-column masks
+SPARSE = 8
 
 Progress = Callable[[int, int], None]
 
@@ -223,31 +230,21 @@ class FastScan:
 
         w8 = qcol(d.off_head)
         w8b = w8.tobytes()
-        tail = _cond_bytes(w8b[0::8], self.tail_tab)
-        pp0, pp6, pp7 = self.pp_tabs
-        keep = tail | (_cond_bytes(w8b[0::8], pp0) & _cond_bytes(w8b[6::8], pp6)
-                       & _cond_bytes(w8b[7::8], pp7))
+        low = w8b[0::8]
+        tail = _cond_bytes(low, self.tail_tab)
+        keep = tail
+        if b"\xde" in w8b[7::8]:
+            pp0, pp6, pp7 = self.pp_tabs
+            keep |= (_cond_bytes(low, pp0) & _cond_bytes(w8b[6::8], pp6) & _cond_bytes(w8b[7::8], pp7))
         if self.slab_cond is not None:
             keep |= self.slab_cond(buf, n)
-        W = int.from_bytes(w8b, "little")
-        if d.head_is_mask and tail:
-            # v7.1 compound_info masks: head = address & info (then | 1 so a
-            # tail's value stays odd, unlike kept non-tail words)
-            addr0 = self.k.pfn_to_page(c)
-            ap = array("Q", range(addr0, addr0 + n * size, size))
-            if sys.byteorder != "little":
-                ap.byteswap()
-            tmask = _word_mask(tail, n)
-            W = ((W & tmask & int.from_bytes(ap.tobytes(), "little")) | (tmask // _ALL)
-                 | (W & _word_mask(keep & ~tail, n)))
-        else:
-            W &= _word_mask(keep, n)
         nf = self.nfields
         rows = bytearray(8 * nf * n)
         R = memoryview(rows).cast("Q")
         R[0::nf] = qcol(d.off_flags)
         R[1::nf] = qcol(d.off_mapping)
-        R[2::nf] = memoryview(W.to_bytes(8 * n, "little")).cast("Q")
+        if keep:
+            R[2::nf] = self._kept_words(keep, tail, w8, w8b, c, n)
         if self.mcref_q:
             R[3::nf] = qcol(d.off_page_type)
         else:
@@ -260,40 +257,27 @@ class FastScan:
         slow: List[int] = []
         head = _cond_bytes(bcol(self.head_byte), self.head_tab) & ~tail
         if head:
-            hmask = _word_mask(head, n)
-            j = 4
-            if self.folio_bytes:
-                ba = bytearray(8 * n)
-                for jj, off in enumerate(self.folio_bytes):
-                    ba[jj::8] = bcol(off)
-                R[j::nf] = memoryview((int.from_bytes(ba, "little") & hmask).to_bytes(8 * n, "little")).cast("Q")
-                j += 1
-            if self.flags1:
-                f1 = bcol_q(buf, d.flags_1_off, n, size)
-                R[j::nf] = memoryview((f1 & hmask).to_bytes(8 * n, "little")).cast("Q")
-            if self.fake_head_check:
-                # page[1].compound_head must be this page's address + 1
-                addr0 = self.k.pfn_to_page(c) + 1
-                ap = array("Q", range(addr0, addr0 + n * size, size))
-                if sys.byteorder != "little":
-                    ap.byteswap()
-                nxt = bcol_q(buf, size + d.off_head, n, size)
-                bad = (nxt ^ int.from_bytes(ap.tobytes(), "little")) & hmask
-                if bad:
-                    bb = bad.to_bytes(8 * n, "little")
-                    slow.extend(i for i in range(n) if bb[8 * i:8 * i + 8] != bytes(8))
-            if not has_next and head >> (8 * (n - 1)):
+            headb = head.to_bytes(n, "little")
+            if headb.count(1) * SPARSE < n:
+                self._heads_sparse(headb, buf, c, n, R, nf, slow)
+            else:
+                self._heads_dense(head, buf, c, n, R, nf, slow, bcol)
+            if not has_next and headb[n - 1] and n - 1 not in slow:
                 slow.append(n - 1)  # a head without its page[1] in the buffer
 
-        sigs = list(iter_unpack(self.row_format, rows))
-        counts = Counter(sigs)
+        rl = 8 * nf
         kid = self.kid
-        new = [s for s in counts if s not in kid]
-        if new:
+        sigs = list(iter_unpack(self.row_format, rows))
+        try:
+            kinds = bytearray(map(kid.__getitem__, sigs))
+        except KeyError:
+            # new signatures: classify one page of each
             rep = dict(zip(sigs, range(n)))
-            for s in new:
+            for s in rep.keys() - kid.keys():
                 self._learn(s, c, rep[s], n, buf)
-        kinds = bytearray(map(kid.__getitem__, sigs))
+            kinds = bytearray(map(kid.__getitem__, sigs))
+        # pages per signature, for the kinds grouped by owner only
+        counts = Counter(compress(sigs, kinds.translate(self._keyed_table())))
         ch.sig_counts = counts
 
         # pages no signature speaks for: one by one, as scan() does
@@ -305,7 +289,7 @@ class FastScan:
             page, hd = self._decode_exact(c, i, n, buf)
             kind = classify(self.k, page, hd).kind
             kinds[i] = self._id(kind)
-            s = sigs[i]
+            s = (bytes(rows[i * rl:(i + 1) * rl]),)
             counts[s] -= 1
             counts[("pfn", c + i)] = 1
             self.key[("pfn", c + i)] = self._key(kind, page, hd)
@@ -345,6 +329,105 @@ class FastScan:
             j += 1
         ch.kinds = kinds
         return ch
+
+    def _kept_words(self, keep: int, tail: int, w8: Any, w8b: bytes, c: int, n: int) -> Any:
+        """The compound_head column with only the kept words (tails: the
+        head; page_pool magics; slab caches) -- the rest zero."""
+        d = self.d
+        size = self.size
+        keepb = keep.to_bytes(n, "little")
+        if keepb.count(1) * SPARSE < n:
+            col = bytearray(8 * n)
+            Qc = memoryview(col).cast("Q")
+            addr0 = self.k.pfn_to_page(c)
+            i = keepb.find(1)
+            while i >= 0:
+                v = w8[i]
+                if d.head_is_mask and v & 1:
+                    v = ((addr0 + i * size) & v) | 1
+                Qc[i] = v
+                i = keepb.find(1, i + 1)
+            return Qc
+        W = int.from_bytes(w8b, "little")
+        if d.head_is_mask and tail:
+            # v7.1 compound_info masks: head = address & info (then | 1 so a
+            # tail's value stays odd, unlike kept non-tail words)
+            addr0 = self.k.pfn_to_page(c)
+            ap = array("Q", range(addr0, addr0 + n * size, size))
+            if sys.byteorder != "little":
+                ap.byteswap()
+            tmask = _word_mask(tail, n)
+            W = ((W & tmask & int.from_bytes(ap.tobytes(), "little")) | (tmask // _ALL)
+                 | (W & _word_mask(keep & ~tail, n)))
+        else:
+            W &= _word_mask(keep, n)
+        return memoryview(W.to_bytes(8 * n, "little")).cast("Q")
+
+    def _heads_sparse(self, headb: bytes, buf: bytes, c: int, n: int, R: Any, nf: int,
+                      slow: List[int]) -> None:
+        """Folio words of the (few) head pages, one by one."""
+        d = self.d
+        size = self.size
+        end = len(buf)
+        addr0 = self.k.pfn_to_page(c) + 1
+        i = headb.find(1)
+        while i >= 0:
+            at = i * size
+            j = 4
+            if self.folio_bytes:
+                v = 0
+                for jj, off in enumerate(self.folio_bytes):
+                    if at + off < end:
+                        v |= buf[at + off] << (8 * jj)
+                R[i * nf + j] = v
+                j += 1
+            if self.flags1:
+                off = at + d.flags_1_off
+                R[i * nf + j] = _U64.unpack_from(buf, off)[0] if off + 8 <= end else 0
+            if self.fake_head_check:
+                off = at + size + d.off_head
+                nxt = _U64.unpack_from(buf, off)[0] if off + 8 <= end else 0
+                if nxt != addr0 + at:
+                    slow.append(i)
+            i = headb.find(1, i + 1)
+
+    def _heads_dense(self, head: int, buf: bytes, c: int, n: int, R: Any, nf: int,
+                     slow: List[int], bcol: Callable[[int], bytes]) -> None:
+        """Folio words of many head pages, with big-int masks."""
+        d = self.d
+        size = self.size
+        hmask = _word_mask(head, n)
+        j = 4
+        if self.folio_bytes:
+            ba = bytearray(8 * n)
+            for jj, off in enumerate(self.folio_bytes):
+                ba[jj::8] = bcol(off)
+            R[j::nf] = memoryview((int.from_bytes(ba, "little") & hmask).to_bytes(8 * n, "little")).cast("Q")
+            j += 1
+        if self.flags1:
+            f1 = bcol_q(buf, d.flags_1_off, n, size)
+            R[j::nf] = memoryview((f1 & hmask).to_bytes(8 * n, "little")).cast("Q")
+        if self.fake_head_check:
+            # page[1].compound_head must be this page's address + 1
+            addr0 = self.k.pfn_to_page(c) + 1
+            ap = array("Q", range(addr0, addr0 + n * size, size))
+            if sys.byteorder != "little":
+                ap.byteswap()
+            nxt = bcol_q(buf, size + d.off_head, n, size)
+            bad = (nxt ^ int.from_bytes(ap.tobytes(), "little")) & hmask
+            if bad:
+                bb = bad.to_bytes(8 * n, "little")
+                slow.extend(i for i in range(n) if bb[8 * i:8 * i + 8] != bytes(8))
+
+    def _keyed_table(self) -> bytes:
+        """kind id -> 1 for the kinds whose signatures carry an owner key."""
+        t = self.__dict__.get("_keyed")
+        if t is None or t[0] != len(self.kind_names):
+            table = bytes(int(i < len(self.kind_names) and self.kind_names[i] in KEYED_KINDS)
+                          for i in range(256))
+            t = (len(self.kind_names), table)
+            self.__dict__["_keyed"] = t
+        return t[1]
 
     def _id(self, kind: str) -> int:
         i = self.kind_ids.get(kind)
