@@ -114,6 +114,7 @@ def areas(k: Kernel) -> List[Area]:
     va_size = k.sizeof(VA)
     nr_size = k.member_size(VM, "nr_pages") or 4  # unsigned int, unsigned long in 7.x
     out: List[Area] = []
+    names: Dict[int, Optional[str]] = {}
     for head in _vmap_lists(k):
         try:
             for node in list_nodes(k, head, MAX_AREAS - len(out)):
@@ -135,7 +136,7 @@ def areas(k: Kernel) -> List[Area]:
                         a.flags = int.from_bytes(v[o_flags:o_flags + 8], "little")
                         a.nr_pages = int.from_bytes(v[o_nr:o_nr + nr_size], "little")
                         a.caller = int.from_bytes(v[o_caller:o_caller + 8], "little")
-                        a.caller_name = k.symbolize(a.caller) if a.caller else None
+                        a.caller_name = _symbolize(k, names, a.caller)
                         a.pages = int.from_bytes(v[o_pages:o_pages + 8], "little")
                 out.append(a)
         except FaultError:
@@ -143,6 +144,15 @@ def areas(k: Kernel) -> List[Area]:
     out.sort(key=lambda a: a.start)
     k.memo["vmalloc.areas"] = out
     return out
+
+
+def _symbolize(k: Kernel, names: Dict[int, Optional[str]], caller: int) -> Optional[str]:
+    """k.symbolize once per distinct caller (a debugger round trip under gdb)."""
+    if not caller:
+        return None
+    if caller not in names:
+        names[caller] = k.symbolize(caller)
+    return names[caller]
 
 
 def area_of_addr(k: Kernel, addr: int) -> Optional[Area]:
