@@ -335,3 +335,35 @@ def test_progress_callback(suite, sample_bookworm):
     out = []
     assert run_summary(k, Args(), out.append) == 0
     assert calls and calls[-1][0] == calls[-1][1] == doc["pages"] + doc["unreadable_pages"]
+
+
+# -- the same summary at the (stand-in) crash prompt -------------------------------------
+
+def test_summary_at_crash_prompt_equals_command_line(sample, monkeypatch, tmp_path):
+    """``pagewho --summary --json`` typed at the stand-in crash prompt (the
+    core over PykdumpTarget, tests/pykdump) gives the command line's
+    document, except the time it took."""
+    import os
+
+    from crash_common import CRASHEXT, STANDIN, drgn_target, vmcore_of
+
+    sys.path.insert(0, STANDIN)
+    import standin
+
+    vmcore = vmcore_of(sample)
+    if standin.STATE.vmcore != os.path.abspath(vmcore):
+        standin.open_dump(vmcore, str(sample.vmlinux))
+    standin.STATE.commands.pop("pagewho", None)
+    monkeypatch.setenv("PYKDUMPPATH", CRASHEXT)
+    monkeypatch.chdir(tmp_path)
+    standin.reset_audit()
+    assert standin.command("epython %s" % os.path.join(CRASHEXT, "register.py")) == ""
+    got = json.loads(standin.command("pagewho --summary --json --top 5"))
+    assert standin.STATE.tracebacks == [], standin.STATE.tracebacks[0][-2000:]
+    out = []
+    assert run(drgn_target(sample, vmcore), ["--summary", "--json", "--top", "5"], out.append) == 0
+    want = json.loads("".join(out))
+    for d in (got, want):
+        d.pop("seconds")
+    print("%s: crash prompt and command line agree on %d pages" % (sample.suite, got["pages"]))
+    assert got == want
