@@ -389,3 +389,48 @@ def test_kernel_owners_survive_the_filtered_kdump(sample):
         a = report(sample, pfn).owner
         b = report_of(kd, pfn).owner
         assert (a.kind, a.detail.get("summary")) == (b.kind, b.detail.get("summary")), (pfn, a, b, b.notes)
+
+
+def _kernel_side_pfns(sample) -> List[int]:
+    """A few pfns of each kernel-side kind: slab, buddy, pcp, vmalloc, kernel
+    stack, per-cpu, hugetlb, kernel image, memmap, zero page."""
+    k = kernel(sample)
+    pfns = _kpf_pfns(sample, KPF_SLAB, KPF_COMPOUND_TAIL)[::997][:6]
+    pfns += _kpf_pfns(sample, KPF_BUDDY)[::20011][:6]
+    pfns += sorted(buddy_mod._pcp_index(k))[:3]
+    for start, _end, _caller, rest in _vmallocinfo(sample):
+        if "pages=" in rest and " vmalloc" in rest:
+            pfns.append(addr_to_pfn(k, start))
+    pfns += [r["pfn"] for r in sample.truth["records"] if r["kind"].startswith("hugetlb")][:2]
+    pfns += [k.virt_to_pfn(k.sym("_stext")), k.virt_to_pfn(k.sym("empty_zero_page")),
+             addr_to_pfn(k, k.pfn_to_page(0x10000))]
+    return list(dict.fromkeys(pfns))[:80]
+
+
+def test_kernel_owners_same_through_pykdump_standin(sample):
+    """crash's PyKdump adapter (over the documented API only, via the
+    stand-in) names every kernel-side owner exactly as drgn's target does."""
+    import os
+    import sys
+
+    from crash_common import CRASHEXT, STANDIN, vmcore_of
+
+    sys.path.insert(0, STANDIN)
+    import standin
+
+    standin.install_path()
+    if CRASHEXT not in sys.path:
+        sys.path.append(CRASHEXT)
+    import pagewho_pykdump
+
+    from pagewho.drgn_target import DrgnTarget
+
+    vmcore = vmcore_of(sample)
+    if standin.STATE.vmcore != os.path.abspath(vmcore):
+        standin.open_dump(vmcore, str(sample.vmlinux))
+    crash_target = pagewho_pykdump.PykdumpTarget(vmcore)
+    drgn_target = DrgnTarget.open(vmcore, str(sample.vmlinux))
+    for pfn in _kernel_side_pfns(sample):
+        a = report_of(drgn_target, pfn)
+        b = report_of(crash_target, pfn)
+        assert to_json(page_dict(a)) == to_json(page_dict(b)), (pfn, owner_line(a), owner_line(b), b.owner.notes)
