@@ -166,6 +166,10 @@ def _resolve_kernel(suite: str, known, refresh: bool) -> tuple[str, Path]:
     sfile.parent.mkdir(parents=True, exist_ok=True)
     sfile.write_text(json.dumps({"suite": suite, "release": cand["release"],
                                  "packages": cand["packages"], "skipped": skipped}, indent=1))
+    if known and known["release"] != cand["release"]:
+        # the mirror moved on: the previous kernel and its samples are stale
+        log(f"{suite}: {cand['release']} replaces {known['release']}; removing the old one")
+        shutil.rmtree(kernel_dir(known["release"]), ignore_errors=True)
     return cand["release"], kdir
 
 
@@ -252,7 +256,8 @@ def _stage_guest(kdir: Path, work: Path, mem_mb: int, timings: dict) -> tuple:
     return initrd, disks
 
 
-def _boot(kdir: Path, work: Path, mem_mb: int, timings: dict, gdb: bool = False):
+def _boot(kdir: Path, work: Path, mem_mb: int, timings: dict, gdb: bool = False,
+          logdir: Path | None = None):
     """Boot until READY, retrying a guest that dies.
 
     Returns (proc, qmp, disks, cmd, tries, gdb_port); with gdb a fresh free
@@ -268,7 +273,8 @@ def _boot(kdir: Path, work: Path, mem_mb: int, timings: dict, gdb: bool = False)
         except lab_guest.GuestDied as e:
             log(f"attempt {attempt}: {e}")
             errors.append(str(e)[-2000:])
-            shutil.copy(work / "serial.log", work / f"serial-failed-{attempt}.log")
+            # kept beside the sample (the work dir is removed) for a post-mortem
+            shutil.copy(work / "serial.log", (logdir or work) / f"serial-failed-{attempt}.log")
             continue
         timings["boot_to_ready_s"] = round(secs, 1)
         return proc, qmp, disks, cmd, attempt, gdb_port
@@ -420,7 +426,7 @@ def _build_sample(suite: str, release: str, kdir: Path, sdir: Path, mem_mb: int)
     timings = {k: v for k, v in kinfo.get("timings", {}).items()}
     work = Path(tempfile.mkdtemp(prefix="pagewho-guest-", dir=sdir))
     try:
-        proc, qmp, disks, cmd, tries, _ = _boot(kdir, work, mem_mb, timings)
+        proc, qmp, disks, cmd, tries, _ = _boot(kdir, work, mem_mb, timings, logdir=sdir)
         try:
             qmp.execute("stop")
             t = time.monotonic()

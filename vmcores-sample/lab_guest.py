@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -160,6 +161,17 @@ def kill_qemu(proc: subprocess.Popen) -> None:
     _live.discard(proc)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL QEMU if the process that started it dies.
+
+    atexit and context managers cover exceptions and Ctrl-C; this covers the
+    starter being killed outright (no guest is ever left running).
+    """
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -198,7 +210,7 @@ def boot_until_ready(cmd: list[str], work: Path, timeout: float = BOOT_TIMEOUT):
     (work / "qmp.sock").unlink(missing_ok=True)
     qlog = open(work / "qemu.log", "wb")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent)
     _live.add(proc)
     t0 = time.monotonic()
     try:
