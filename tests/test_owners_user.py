@@ -402,3 +402,32 @@ def test_hugetlb_mappers_helper_names_the_mapping_process(sample):
         found = hugetlb_mappers(k, head, head)
         assert {(m["pid"], m["comm"], m["vaddr"]) for m in found} == truth_mappers(rec)
         assert all(m["verified"] for m in found)
+
+
+def test_swapped_out_pages_still_in_swap_cache_match_their_swap_entries(sample):
+    """Pages MADV_PAGEOUT wrote out may linger in the swap cache while the
+    process's PTE holds the swap entry: pagewho names the process with a
+    "swapped" PTE, and the slot it reads from folio->swap is the one the
+    guest's pagemap showed for that address."""
+    from pagewho.owners.swap import in_swapcache
+    from pagewho.scan import scan
+
+    outs = {r["vaddr"]: r for r in sample.truth["records"] if r["kind"] == "swapped-out"}
+    if not outs:
+        pytest.skip("nothing swapped out on %s" % sample.release)
+    k = kernel_of(open_sample(sample))
+    matched = 0
+    for page, head, kind in scan(k):
+        if kind != "anon" or not in_swapcache(k, head):
+            continue
+        det = identify(k, page.pfn).owner.detail
+        for m in det["mappers"]:
+            rec = outs.get(m["vaddr"])
+            if rec is not None and m["pid"] == rec["pid"]:
+                assert m["pte"] == "swapped" and not m["verified"]
+                assert det["swap"]["type"] == rec["swap_type"]
+                assert det["swap"]["offset"] == rec["swap_offset"]
+                assert "(swap entry)" in det["summary"]
+                matched += 1
+    if not matched:
+        pytest.skip("no swapped-out page lingered in the swap cache on %s" % sample.release)

@@ -29,8 +29,10 @@ from ..target import FaultError
 from .file import page_pgoff
 from .swap import in_swapcache, swap_detail, swap_text
 from .tasks import (
+    MAPPED,
     MAX_MAPPERS,
     MAX_NODES,
+    NOTHING,
     Task,
     hlist_nodes,
     is_kernel_ptr,
@@ -39,7 +41,7 @@ from .tasks import (
     rb_nodes,
     tasks_of,
     unnamed_note,
-    user_vaddr_to_pfn,
+    user_lookup,
 )
 
 
@@ -94,7 +96,7 @@ def name_anon(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
         owner.notes.append(note)
     det["verified"] = bool(found) and all(m["verified"] for m in found)
     if ruled_out:
-        det["cow_copies"] = ruled_out
+        det["not_mapping"] = ruled_out
     text = ("mapped by " + mappers_text(found)) if found else "mapped by no live process"
     text += _folio_detail(k, page, head, det)
     text += _swap_suffix(k, page, head, det)
@@ -135,13 +137,13 @@ def name_ksm(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
             continue
         if not is_kernel_ptr(mm):
             continue
-        mapped = user_vaddr_to_pfn(k, mm, vaddr)
-        if mapped is not None and mapped != page.pfn:
+        state, mapped = user_lookup(k, mm, vaddr)
+        if state == NOTHING or (state == MAPPED and mapped != page.pfn):
             continue
         procs = tasks_of(k).processes(mm) or [Task(0, -1, -1, "", mm)]
         for t in procs:
             found.append({"pid": t.tgid if t.tgid >= 0 else None, "comm": t.comm or None,
-                          "vaddr": vaddr, "verified": mapped == page.pfn, "mm": mm})
+                          "vaddr": vaddr, "verified": mapped == page.pfn, "mm": mm, "pte": state})
     found.sort(key=lambda m: (not m["verified"], m["pid"] is None, m["pid"] or 0, m["vaddr"]))
     det["rmap_items"] = nitems
     det["mappers"] = found[:MAX_MAPPERS]

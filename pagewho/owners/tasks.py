@@ -239,29 +239,45 @@ def pt_levels(k: Kernel) -> int:
     return 5 if k.number("pgtable_l5_enabled") else 4
 
 
-def user_vaddr_to_pfn(k: Kernel, mm: int, vaddr: int) -> Optional[int]:
-    """The pfn ``vaddr`` maps to in ``mm``'s page tables, or None when not
-    present (or unreadable).  Tables are read through the direct map."""
+_PROTNONE = 1 << 8  # a PROT_NONE leaf keeps its pfn (pte_present())
+
+#: what a user page-table lookup found
+MAPPED, NOTHING, SWAPPED, UNREADABLE = "mapped", "nothing", "swapped", "unreadable"
+
+
+def user_lookup(k: Kernel, mm: int, vaddr: int) -> Tuple[str, Optional[int]]:
+    """(state, pfn) of ``vaddr`` in ``mm``'s page tables: MAPPED with the
+    pfn; NOTHING when an entry on the way is empty (never faulted in, or
+    unmapped); SWAPPED when the leaf holds a non-present entry (swap or
+    migration entry); UNREADABLE when a table is not in the dump.  Tables
+    are read through the direct map."""
     try:
         pgd = k.u64(mm + k.off("struct mm_struct", "pgd"))
         table_pfn = k.virt_to_pfn(pgd)
         if table_pfn is None:
-            return None
+            return UNREADABLE, None
         table = table_pfn << k.page_shift
         levels = pt_levels(k)
         shift = 12 + 9 * (levels - 1)
         for level in range(levels, 0, -1):
             entry = k.u64(k.page_offset + table + ((vaddr >> shift) & 0x1FF) * 8)
-            if not entry & _PRESENT:
-                return None
-            if level in (2, 3) and entry & _PSE:
+            leaf = level == 1 or (level in (2, 3) and entry & _PSE)
+            if not entry & (_PRESENT | (_PROTNONE if leaf else 0)):
+                return (SWAPPED if leaf and entry else NOTHING), None
+            if leaf:
                 base = entry & _ADDR_MASK & ~((1 << shift) - 1)
-                return (base + (vaddr & ((1 << shift) - 1))) >> k.page_shift
+                return MAPPED, (base + (vaddr & ((1 << shift) - 1))) >> k.page_shift
             table = entry & _ADDR_MASK
             shift -= 9
-        return table >> k.page_shift
     except FaultError:
-        return None
+        pass
+    return UNREADABLE, None
+
+
+def user_vaddr_to_pfn(k: Kernel, mm: int, vaddr: int) -> Optional[int]:
+    """The pfn ``vaddr`` maps to in ``mm``, or None (see :func:`user_lookup`)."""
+    state, pfn = user_lookup(k, mm, vaddr)
+    return pfn if state == MAPPED else None
 
 
 # -- reverse map: vmas that may map a page ------------------------------------------
@@ -298,10 +314,11 @@ def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int) -> Tuple[List[
     """The processes that map ``pfn`` through the candidate ``vmas``.
 
     Each vma covering ``pgoff`` gives a candidate (mm, vaddr); its page
-    tables are then checked: a PTE mapping ``pfn`` makes it "verified", a
-    PTE mapping another pfn rules it out (a COW copy, or a private file page
-    replaced by an anon one), no PTE (swapped out, not faulted in, or the
-    tables unreadable) leaves it a candidate.
+    tables are then checked: a PTE mapping ``pfn`` makes it "verified"; a
+    PTE mapping another pfn (a COW copy, or a private file page replaced by
+    an anon one) or no entry at all (a forked child that never touched the
+    address) rules it out; a swap entry or unreadable tables leave it a
+    candidate.
 
     Returns (mappers, ruled_out) with mappers as JSON-ready dicts
     {"pid", "comm", "vaddr", "verified", "mm"}, verified ones first (all of
@@ -321,16 +338,19 @@ def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int) -> Tuple[List[
         if vaddr is None or (vma.mm, vaddr) in seen:
             continue
         seen.add((vma.mm, vaddr))
-        mapped = user_vaddr_to_pfn(k, vma.mm, vaddr)
-        if mapped is not None and mapped != pfn:
+        state, mapped = user_lookup(k, vma.mm, vaddr)
+        if state == NOTHING or (state == MAPPED and mapped != pfn):
             ruled_out += 1
             continue
         procs = tasks_of(k).processes(vma.mm) or [Task(0, -1, -1, "", vma.mm)]
         for t in procs:
             found.append({"pid": t.tgid if t.tgid >= 0 else None, "comm": t.comm or None,
-                          "vaddr": vaddr, "verified": mapped == pfn, "mm": vma.mm})
+                          "vaddr": vaddr, "verified": mapped == pfn, "mm": vma.mm, "pte": state})
     found.sort(key=lambda m: (not m["verified"], m["pid"] is None, m["pid"] or 0, m["vaddr"]))
     return found, ruled_out
+
+
+_UNVERIFIED = {SWAPPED: " (swap entry)", UNREADABLE: " (page tables not in the dump)"}
 
 
 def mappers_text(found: List[Dict[str, object]], limit: int = 4, per_process: int = 3) -> str:
@@ -344,7 +364,8 @@ def mappers_text(found: List[Dict[str, object]], limit: int = 4, per_process: in
     parts = []
     for (pid, comm, mm), ms in list(groups.items())[:limit]:
         who = "mm %#x (no task)" % mm if pid is None else "pid %s (%s)" % (pid, clean(str(comm)))
-        addrs = ["%#x%s" % (m["vaddr"], "" if m["verified"] else " (candidate)") for m in ms[:per_process]]
+        addrs = ["%#x%s" % (m["vaddr"], _UNVERIFIED.get(str(m.get("pte")), " (candidate)") if not m["verified"] else "")
+                 for m in ms[:per_process]]
         if len(ms) > per_process:
             addrs.append("+%d more" % (len(ms) - per_process))
         parts.append("%s at %s" % (who, ", ".join(addrs)))
