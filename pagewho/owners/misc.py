@@ -119,5 +119,6 @@ def name_large_kmalloc(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     order = head.order if head.is_head else 0
     size = k.page_size << order
     owner.detail.update(order=order, size=size, head_pfn=head.pfn)
-    owner.detail["summary"] = "kmalloc of %d bytes (order %d) at %#x" % (
-        size, order, k.pfn_to_virt(head.pfn))
+    owner.detail["address"] = k.pfn_to_virt(head.pfn)
+    owner.detail["summary"] = "order-%d block (%d bytes) at %#x, serving one kmalloc() too big for the slab caches" % (
+        order, size, k.pfn_to_virt(head.pfn))

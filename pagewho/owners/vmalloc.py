@@ -345,8 +345,9 @@ def name_unknown(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     section = image_section_of(k, page.pfn)
     if section is not None:
         d["image_section"] = section
+        where = "between its sections" if section == "kernel image" else "its " + section
         owner.notes.append("inside the kernel image (%s) but not reserved: freed at boot "
-                           "(e.g. unused .bss..decrypted or init memory) and reused" % section)
+                           "(alignment padding, init memory, unused .bss..decrypted) and reused" % where)
     if head.is_head and head.order:
         # before v6.10 large kmalloc had no page type: a plain __GFP_COMP block
         d.update(compound_order=head.order, head_pfn=head.pfn)
