@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..kernel import Kernel
 from ..owner import Owner, register
 from ..page import Page
-from ..target import FaultError
+from ..target import FaultError, TargetError
 from ..text import clean
 from .kutil import is_kernel_ptr, list_nodes, map_range, percpu_offsets, u64s
 
@@ -166,6 +166,19 @@ def area_of_addr(k: Kernel, addr: int) -> Optional[Area]:
     if i >= 0 and al[i].start <= addr < al[i].end:
         return al[i]
     return None
+
+
+def unmapped_address_note(k: Kernel, vaddr: int) -> str:
+    """Why a kernel address has no page: " (guard page of the vmalloc area
+    ... from caller)" when it falls in a vmap area, else ""."""
+    try:
+        a = area_of_addr(k, vaddr)
+    except (FaultError, TargetError):
+        return ""
+    if a is None:
+        return ""
+    what = "guard page" if vaddr >= a.addr + a.size - k.page_size else "an unpopulated page"
+    return " (%s of the vmalloc area %#x-%#x from %s)" % (what, a.addr, a.addr + a.size, a.caller_name or "?")
 
 
 def _pfn_index(k: Kernel) -> Dict[int, Tuple[Area, int]]:
