@@ -131,7 +131,10 @@ def addr_to_pfn(k: Kernel, vaddr: int) -> int:
 
     phys = kernel_virt_to_phys(k, vaddr)
     if phys is None:
-        raise TargetError("address %#x is not mapped in the kernel page tables" % vaddr)
+        from .owners.vmalloc import unmapped_address_note
+
+        raise TargetError("address %#x is not mapped in the kernel page tables%s"
+                          % (vaddr, unmapped_address_note(k, vaddr)))
     return phys >> k.page_shift
 
 
