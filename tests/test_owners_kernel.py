@@ -434,3 +434,16 @@ def test_kernel_owners_same_through_pykdump_standin(sample):
         a = report_of(drgn_target, pfn)
         b = report_of(crash_target, pfn)
         assert to_json(page_dict(a)) == to_json(page_dict(b)), (pfn, owner_line(a), owner_line(b), b.owner.notes)
+
+
+def test_unmapped_vmalloc_address_names_its_area(sample):
+    """-a on a kernel stack's guard page: one line naming the area and caller."""
+    from pagewho.command import run
+
+    k = kernel(sample)
+    start, end, caller, _ = next(v for v in _vmallocinfo(sample) if "pages=" in v[3] and " vmalloc" in v[3])
+    out: List[str] = []
+    assert run(open_sample(sample), ["-a", hex(end - k.page_size)], out.append) == 1
+    text = "".join(out)
+    assert text.count("\n") == 1, text
+    assert "guard page of the vmalloc area %#x-%#x from %s" % (start, end, caller) in text, text
