@@ -846,7 +846,7 @@ class Summary:
         for _name, a, b in (image or secs):
             found.append(("kernel image", self._count(R, a, b)))
         mem = _try(set(), _res.memmap_pfns, k) or set()
-        found.append(("memmap (struct pages)", sum(1 for p in mem if self._kind_at(p) == R)))
+        found.append(("memmap (struct pages)", sum(self._count(R, a, b) for a, b in _runs(sorted(mem)))))
         rd = _try(None, _res._initrd, k)
         if rd:
             found.append(("initrd", self._count(R, rd[0], rd[1])))
@@ -854,13 +854,6 @@ class Summary:
         named = sum(n for _, n in found)
         found.append(("other (firmware, memblock, holes)", max(0, total - named)))
         return [{"kind": name, "pages": n} for name, n in found if n]
-
-    def _kind_at(self, pfn: int) -> int:
-        i = bisect_left(self.chunks, (pfn + 1,)) - 1
-        if i < 0:
-            return -1
-        c, kinds = self.chunks[i]
-        return kinds[pfn - c] if pfn - c < len(kinds) else -1
 
     def _count(self, kid: int, a: int, b: int) -> int:
         n = 0
@@ -933,6 +926,21 @@ def _anon_procs(k: Kernel, av: int, off_mm: int, procs: Dict[int, str]) -> None:
         mm = k.u64(vma + off_mm)
         for t in _tasks.tasks_of(k).processes(mm):
             procs[t.tgid] = t.comm
+
+
+def _runs(pfns: List[int]) -> Iterator[Tuple[int, int]]:
+    """Sorted pfns as maximal [a, b) runs."""
+    a = prev = None
+    for p in pfns:
+        if a is None:
+            a = prev = p
+        elif p == prev + 1:
+            prev = p
+        else:
+            yield a, prev + 1
+            a = prev = p
+    if a is not None:
+        yield a, prev + 1
 
 
 def _migratetype(k: Kernel, pfn: int) -> Optional[str]:
