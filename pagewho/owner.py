@@ -186,15 +186,28 @@ def identify(k: Kernel, pfn: int) -> PageReport:
     head = page
     notes: List[str] = []
     if page.is_tail:
-        head_pfn = page.head_pfn
-        if not d.memmap.valid(head_pfn) or abs(head_pfn - pfn) >= (1 << 18):
-            owner = Owner("corrupt", reason="compound head %#x is not a plausible struct page" % page.head_address)
+        # a tail's head is a struct page with a memmap, before it and at most
+        # a gigantic page (order 18) away, and it is marked as a head
+        head_pfn = k.page_to_pfn(page.head_address)
+        why = None
+        if head_pfn is None:
+            why = "is not the address of a struct page"
+        elif not d.memmap.valid(head_pfn):
+            why = "has no memmap"
+        elif not 0 < pfn - head_pfn < (1 << 18):
+            why = "is not within an order-18 folio before the page"
+        if why is None:
+            try:
+                head = d.read_page(head_pfn)  # type: ignore[arg-type]
+            except FaultError as e:
+                notes.append("compound head page unreadable: %s" % e)
+                head = page
+            else:
+                if not head.is_head:
+                    why = "is not a head page (flags %#x)" % head.flags
+        if why is not None:
+            owner = Owner("corrupt", reason="compound head %#x %s" % (page.head_address, why))
             return PageReport(k, page, page, owner)
-        try:
-            head = d.read_page(head_pfn)
-        except FaultError as e:
-            notes.append("compound head page unreadable: %s" % e)
-            head = page
     owner = classify(k, page, head)
     namer = NAMERS.get(owner.kind)
     # Pages the struct page alone leaves unexplained are offered to the
