@@ -148,18 +148,27 @@ def _resolve_kernel(suite: str, known, refresh: bool) -> tuple[str, Path]:
         raise
     if not cands:
         raise RuntimeError(f"{suite}: no cloud kernel with a -dbg package in the index")
+    # (release, packages) the mirror would not serve last time; not retried
+    # every time the index is re-read, only on refresh (rebuild=True)
+    unavailable = [] if refresh else [s for s in (known or {}).get("skipped", [])]
     skipped = []
     for cand in cands:
         kdir = kernel_dir(cand["release"])
         if _kernel_complete(kdir):
             break
+        pk = json.loads(json.dumps(cand["packages"]))
+        old = [s for s in unavailable if s["release"] == cand["release"] and s.get("packages") == pk]
+        if old:
+            skipped.append(old[0])
+            continue
         try:
             _fetch(suite, cand, kdir)
             break
         except RuntimeError as e:
             # bullseye's index lists -dbg packages the mirror answers 404 for
             log(f"{suite}: {cand['release']} unavailable ({e}); trying an older ABI")
-            skipped.append({"release": cand["release"], "error": str(e)[-300:]})
+            skipped.append({"release": cand["release"], "packages": cand["packages"],
+                            "error": str(e)[-300:]})
             shutil.rmtree(kdir, ignore_errors=True)
     else:
         raise RuntimeError(f"{suite}: no kernel whose packages all download: {skipped}")
