@@ -152,6 +152,28 @@ def _walk_freelist(k: Kernel, c: _Cache, first: int, start: int, objects: int,
     return None
 
 
+def _kfence_page(k: Kernel, pfn: int, objects: int, c: _Cache) -> bool:
+    """A page of the KFENCE pool: KFENCE sets slab->objects = 1 on its pages
+    (mm/kfence/core.c kfence_guarded_alloc); the pool starts at __kfence_pool
+    (NULL when KFENCE is off)."""
+    if objects != 1 or c.oo_objects == 1:
+        return False
+    pool = k.memo.get("slab.kfence")
+    if pool is None:
+        pool = 0
+        addr = k.sym_opt("__kfence_pool")
+        if addr is not None:
+            try:
+                pool = k.u64(addr)
+            except FaultError:
+                pool = 0
+        k.memo["slab.kfence"] = pool
+    if not pool:
+        return False
+    first = k.virt_to_pfn(pool)  # type: ignore[arg-type]
+    return first is not None and pfn >= first
+
+
 def _range_text(first: int, last: int) -> str:
     return "%d" % first if first == last else "%d-%d" % (first, last)
 
@@ -191,6 +213,11 @@ def name_slab(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     d["objects"] = objects
     d["inuse"] = inuse
     d["frozen"] = frozen
+    if _kfence_page(k, page.pfn, objects, c):
+        # mm/kfence/core.c: one object per guarded page, placed at either end
+        d["kfence"] = True
+        d["summary"] = "cache %s: one KFENCE-guarded object (%d B) on this page" % (c.name, c.object_size)
+        return
 
     start = k.pfn_to_virt(head.pfn)
     page_off = (page.pfn - head.pfn) << k.page_shift
