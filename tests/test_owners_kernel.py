@@ -447,3 +447,63 @@ def test_unmapped_vmalloc_address_names_its_area(sample):
     text = "".join(out)
     assert text.count("\n") == 1, text
     assert "guard page of the vmalloc area %#x-%#x from %s" % (start, end, caller) in text, text
+
+
+# -- kinds the samples do not hold: the namers over a real kernel, with a page
+#    whose fields are set as the kernel code sets them --------------------------------
+
+def _page_like(sample, **fields):
+    from pagewho.page import decoder_of
+
+    k = kernel(sample)
+    page = decoder_of(k).read_page(_kpf_pfns(sample, KPF_BUDDY)[0])
+    for key, value in fields.items():
+        setattr(page, key, value)
+    return k, page
+
+
+def test_balloon_pages_are_named_by_their_movable_ops(sample):
+    from pagewho.owner import Owner
+    from pagewho.owners import misc
+
+    k, page = _page_like(sample)
+    mops = k.sym_opt("balloon_mops")
+    if mops is None:
+        pytest.skip("%s keeps balloon pages in an address_space (balloon_aops), not movable ops" % k.release)
+    page.mapping = mops | 2  # balloon_page_insert -> __SetPageMovable(page, &balloon_mops)
+    owner = Owner("offline")
+    misc.name_offline(k, page, page, owner)
+    assert owner.detail["ops"].startswith("balloon_mops")
+    assert owner.detail["summary"].startswith("offline: inflated into a balloon"), owner.detail
+    owner = Owner("movable")
+    misc.name_movable(k, page, page, owner)
+    assert owner.detail["owner"] == "balloon driver", owner.detail
+
+
+def test_offline_page_without_ops_does_not_blame_an_inactive_xen(sample):
+    from pagewho.owner import Owner
+    from pagewho.owners import misc
+
+    k, page = _page_like(sample, mapping=0)
+    owner = Owner("offline")
+    misc.name_offline(k, page, page, owner)
+    assert "xen balloon" not in owner.detail["balloon_drivers"]  # a KVM guest
+    assert owner.detail["summary"].startswith("offline: taken from the allocator by")
+
+
+def test_large_kmalloc_and_huge_zero_page_texts(sample):
+    from pagewho.owner import Owner
+    from pagewho.owners import misc, reserved
+
+    k, page = _page_like(sample, is_head=True, order=3)
+    owner = Owner("large_kmalloc")
+    misc.name_large_kmalloc(k, page, page, owner)
+    assert owner.detail["size"] == 8 * k.page_size
+    assert owner.detail["summary"].startswith("order-3 block (32768 bytes) at %#x" % k.pfn_to_virt(page.pfn))
+    k.memo["reserved.hzp"] = page.pfn  # as if huge_zero_folio pointed here
+    try:
+        owner = Owner("unknown")
+        assert reserved.name_huge_zero(k, page, page, owner)
+        assert owner.kind == "zero" and owner.detail["which"] == "huge zero page"
+    finally:
+        del k.memo["reserved.hzp"]

@@ -22,18 +22,32 @@ from ..page import Page
 from ..target import FaultError
 from .kutil import cstr, is_kernel_ptr
 
+# (driver, a symbol present when it is built in, a symbol whose non-zero
+# value says it is active or None)
 _BALLOON_SYMBOLS = (
-    ("virtio_balloon", "virtballoon_probe"),
-    ("hv_balloon", "hv_balloon_probe"),
-    ("xen balloon", "balloon_set_new_target"),
-    ("vmw_balloon", "vmballoon_init"),
+    ("virtio_balloon", "virtballoon_probe", None),
+    ("hv_balloon", "hv_balloon_probe", None),
+    ("xen balloon", "balloon_set_new_target", "xen_domain_type"),  # built into Debian kernels
+    ("vmw_balloon", "vmballoon_init", None),
+    ("virtio_mem", "virtio_mem_probe", None),
 )
 
 
 def _balloon_drivers(k: Kernel):
     memo = k.memo.get("misc.balloons")
     if memo is None:
-        memo = [name for name, sym in _BALLOON_SYMBOLS if k.sym_opt(sym) is not None]
+        memo = []
+        for name, sym, active in _BALLOON_SYMBOLS:
+            if k.sym_opt(sym) is None:
+                continue
+            if active is not None:
+                addr = k.sym_opt(active)
+                try:
+                    if addr is None or not k.u32(addr):  # XEN_NATIVE == 0
+                        continue
+                except FaultError:
+                    continue
+            memo.append(name)
         k.memo["misc.balloons"] = memo
     return memo
 
@@ -47,12 +61,19 @@ def name_offline(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     if owner.kind == "unaccepted":
         d["summary"] = "unaccepted memory (confidential VM, not yet accepted by the guest)"
         return
+    if page.mapping & 3 == 2:
+        # balloon compaction makes inflated pages movable (balloon_page_insert)
+        _name_movable(k, page, owner)
+        ops = (d.get("ops") or "").split("+")[0]
+        if "balloon" in ops:
+            d["by"] = "balloon driver"
+            d["summary"] = "offline: inflated into a balloon (movable, ops %s)" % ops
+            return
     drivers = _balloon_drivers(k)
     d["balloon_drivers"] = drivers
-    if page.mapping & 3 == 2:
-        _name_movable(k, page, owner)
     d["summary"] = "offline: taken from the allocator by %s" % (
-        " or ".join(drivers) + " (balloon)" if drivers else "memory offlining or a balloon driver")
+        " or ".join(drivers) if drivers
+        else "a balloon or memory hot(un)plug driver (virtio_balloon, virtio_mem, hv_balloon, ...)")
 
 
 def _name_movable(k: Kernel, page: Page, owner: Owner) -> None:
@@ -79,7 +100,7 @@ def name_movable(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     ops = (owner.detail.get("ops") or "").split("+")[0]
     if "balloon" in ops:
         who = "balloon driver"
-    elif "zs" in ops or "zsmalloc" in ops:
+    elif "zsmalloc" in ops or ops.startswith("zs_"):
         who = "zsmalloc"
     elif "z3fold" in ops:
         who = "z3fold"
