@@ -178,8 +178,15 @@ def run(build: str, vmlinux: str, vmcore: str, commands: Sequence[str],
     out = r.stdout
     if r.returncode != 0:
         # crash gave up (clean_exit(1)); a batch run that got through says "exit"
-        fatal = _fatal(out + "\n" + r.stderr) or _why(r.stderr) or _why(out)
-        raise CrashUnavailable("crash (%s) exited %d: %s" % (build, r.returncode, fatal))
+        fatal = _fatal(out + "\n" + r.stderr) or _why(r.stderr)
+        if not fatal and "-d" not in extra:
+            # -s can swallow the reason (crash 8.0.2 on 7.x says nothing);
+            # crash's own debug level 8 prints the read that failed
+            try:
+                run(build, vmlinux, vmcore, [], timeout, tuple(extra) + ("-d", "8"))
+            except CrashUnavailable as e:
+                fatal = str(e).split(": ", 1)[-1].split("; ")[-1]
+        raise CrashUnavailable("crash (%s) exited %d: %s" % (build, r.returncode, fatal or "no message"))
     return out
 
 
