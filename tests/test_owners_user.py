@@ -431,3 +431,25 @@ def test_swapped_out_pages_still_in_swap_cache_match_their_swap_entries(sample):
                 matched += 1
     if not matched:
         pytest.skip("no swapped-out page lingered in the swap cache on %s" % sample.release)
+
+
+def test_every_user_page_has_as_many_verified_mappers_as_its_mapcount(sample):
+    """Over the whole dump, not just the planted pages: for every order-0
+    anon, KSM, page cache and shmem page, the mappings pagewho finds by
+    reverse map and confirms in the page tables are exactly as many as the
+    kernel's own count of them (_mapcount + 1)."""
+    from pagewho.scan import scan
+
+    k = kernel_of(open_sample(sample))
+    checked: Dict[str, int] = collections.Counter()
+    wrong = []
+    for page, _head, kind in scan(k):
+        if kind not in ("anon", "ksm", "pagecache", "shmem") or page.is_head or page.is_tail:
+            continue
+        det = identify(k, page.pfn).owner.detail
+        verified = sum(1 for m in det["mappers"] if m["verified"])
+        checked[kind] += 1
+        if verified != page.mapcount or det["nr_mappers"] > len(det["mappers"]):
+            wrong.append((page.pfn, kind, page.mapcount, verified))
+    assert not wrong, wrong[:20]
+    assert checked["anon"] > 1000 and checked["shmem"] > 100 and checked["pagecache"] > 50, checked
