@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -174,65 +175,69 @@ def download(cache_root: Path, suite: str, pkg: str, version: str, dest: Path) -
     return debs[0]
 
 
-def _tar_extract(deb: Path, dest: Path, *members: str) -> None:
-    """Extract members (tar wildcards) of a .deb's data without installing it."""
-    dest.mkdir(parents=True, exist_ok=True)
+def _extract(deb: Path, out: Path, wanted: dict) -> dict:
+    """Stream a .deb's data tar; write each wanted regular file to out/<name>.
+
+    wanted maps an output name to the member basenames that may hold it.
+    Reading stops once every wanted file is out: in the -dbg packages up to
+    trixie, usr/lib/debug/boot/ sorts before the ~1.8 GB of module debug info
+    under usr/lib/debug/lib/, so most of the archive is never decompressed.
+    Symlinks are skipped (forky's boot/ has only symlinks to lib/modules/).
+    Returns output name -> member name.
+    """
+    found: dict = {}
     dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    tar = subprocess.run(
-        ["tar", "-x", "-C", str(dest), "--wildcards", *members],
-        stdin=dpkg.stdout, capture_output=True, text=True, timeout=APT_TIMEOUT,
-    )
-    dpkg.stdout.close()
-    dpkg.wait(timeout=APT_TIMEOUT)
-    if tar.returncode != 0:
-        raise RuntimeError(f"extract {members} from {deb.name}: {tar.stderr.strip()}")
-
-
-def _one_file(tmp: Path, pattern: str, deb: Path) -> Path:
-    """The single regular file matching pattern (symlinks to it are skipped)."""
-    found = [p for p in tmp.rglob(pattern) if p.is_file() and not p.is_symlink()]
-    if len(found) != 1:
-        raise RuntimeError(f"{pattern}: {len(found)} files in {deb.name}: {found}")
-    return found[0]
+    try:
+        with tarfile.open(fileobj=dpkg.stdout, mode="r|") as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                base = m.name.rsplit("/", 1)[-1]
+                for name, bases in wanted.items():
+                    if name not in found and base in bases:
+                        with open(out / name, "wb") as f:
+                            shutil.copyfileobj(tf.extractfile(m), f, 1 << 20)
+                        found[name] = m.name
+                if len(found) == len(wanted):
+                    break
+    finally:
+        dpkg.kill()  # stopping early: dpkg-deb would otherwise block on the pipe
+        dpkg.stdout.close()
+        dpkg.wait(timeout=60)
+    if len(found) != len(wanted):
+        missing = sorted(set(wanted) - set(found))
+        raise RuntimeError(f"{deb.name}: no {missing} ({[wanted[n] for n in missing]})")
+    return found
 
 
 def extract_image(deb: Path, release: str, out: Path) -> None:
     # ./boot/vmlinuz-<release> up to trixie; forky: ./usr/lib/modules/<release>/vmlinuz
-    tmp = out / "x-image"
-    _tar_extract(deb, tmp, "*vmlinuz*")
-    shutil.move(_one_file(tmp, "vmlinuz*", deb), out / "vmlinuz")
-    shutil.rmtree(tmp)
+    _extract(deb, out, {"vmlinuz": {f"vmlinuz-{release}", "vmlinuz"}})
 
 
 def extract_fw_cfg(deb: Path, release: str, out: Path) -> None:
     """The signed qemu_fw_cfg module (the -dbg copy is unsigned and taints)."""
-    tmp = out / "x-mod"
-    _tar_extract(deb, tmp, "*/qemu_fw_cfg.ko*")
-    found = list(tmp.rglob("qemu_fw_cfg.ko*"))
-    if len(found) != 1:
-        raise RuntimeError(f"qemu_fw_cfg module not found once in {deb.name}: {found}")
-    src = found[0]
-    data = src.read_bytes()
-    if src.name.endswith(".xz"):
+    names = {"qemu_fw_cfg.ko" + ext for ext in ("", ".xz", ".zst", ".gz")}
+    member = _extract(deb, out, {"qemu_fw_cfg.ko.orig": names})["qemu_fw_cfg.ko.orig"]
+    raw = out / "qemu_fw_cfg.ko.orig"
+    data = raw.read_bytes()
+    if member.endswith(".xz"):
         import lzma
         data = lzma.decompress(data)
-    elif src.name.endswith(".zst"):
-        data = subprocess.run(["zstd", "-dc", str(src)], capture_output=True, check=True).stdout
-    elif src.name.endswith(".gz"):
+    elif member.endswith(".zst"):
+        data = subprocess.run(["zstd", "-dc", str(raw)], capture_output=True, check=True).stdout
+    elif member.endswith(".gz"):
         import gzip
         data = gzip.decompress(data)
     (out / "qemu_fw_cfg.ko").write_bytes(data)
-    shutil.rmtree(tmp)
+    raw.unlink()
 
 
 def extract_dbg(deb: Path, release: str, out: Path) -> None:
     # ./usr/lib/debug/boot/{vmlinux,System.map}-<release> up to trixie; forky keeps
-    # them in ./usr/lib/debug/lib/modules/<release>/ (boot/ holds a symlink)
-    tmp = out / "x-dbg"
-    _tar_extract(deb, tmp, "*/vmlinux*", "*/System.map*")
-    shutil.move(_one_file(tmp, "vmlinux*", deb), out / "vmlinux")
-    shutil.move(_one_file(tmp, "System.map*", deb), out / "System.map")
-    shutil.rmtree(tmp)
+    # them in ./usr/lib/debug/lib/modules/<release>/ (boot/ holds symlinks)
+    _extract(deb, out, {"vmlinux": {f"vmlinux-{release}", "vmlinux"},
+                        "System.map": {f"System.map-{release}", "System.map"}})
 
 
 def fetch_kernel(cache_root: Path, suite: str, cand: dict, out: Path, timings: dict) -> None:
