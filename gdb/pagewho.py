@@ -41,6 +41,7 @@ if _REPO not in sys.path:
 
 from pagewho import command  # noqa: E402 -- needs the sys.path line above
 from pagewho.target import FaultError, Target, TargetError  # noqa: E402
+from pagewho.text import clean  # noqa: E402
 
 PAGE = 4096
 #: reads this large bypass the page cache (struct page arrays, summaries)
@@ -576,7 +577,8 @@ def _guarded(call):  # type: ignore[no-untyped-def]
     except gdb.GdbError:
         raise
     except (TargetError, ConnectionLost) as e:
-        raise gdb.GdbError(f"pagewho: {e}") from None
+        # may quote guest memory (a banner): no control characters reach the terminal
+        raise gdb.GdbError(f"pagewho: {clean(str(e))}") from None
     except gdb.error as e:
         raise gdb.GdbError(f"pagewho: gdb: {e}") from None
     except Exception as e:  # noqa: BLE001 -- a bug in pagewho: one line, never a traceback
