@@ -374,6 +374,11 @@ def kernel(request, tmp_path_factory):
             ("table", "pagewho " + " ".join(pfns)),
             ("report", f"pagewho {one}"),
             ("target", gdb_facts_command(NAMES)),
+            # the build-id check, on real memory: VMCOREINFO made to name another build
+            ("build-id", python("t = GdbTarget()\n"
+                                "t.vmcoreinfo = lambda: 'BUILD-ID=00112233445566778899\\n'\n"
+                                "try:\n    t.slide()\n    print('BUILDID accepted')\n"
+                                "except TargetError as e:\n    print('BUILDID', e)\n")),
         ], core=dump)
         cli = {"json": run_cli(dump, vmlinux, ["--json", *pfns]),
                "table": run_cli(dump, vmlinux, pfns),
@@ -480,6 +485,16 @@ def test_wrong_vmlinux_is_refused(kernel):
     release, answer = kernel["wrong"]
     line = one_line(answer)
     assert line.startswith("pagewho: ") and "does not match" in line and release in line, line
+
+
+@needs_gdb
+def test_other_build_is_refused(kernel):
+    """A kernel whose VMCOREINFO build-id is not the vmlinux's is refused
+    even where the banner sits where the vmlinux puts it."""
+    line = one_line(kernel["core"]["build-id"])
+    release = kernel["truth"]["release"]
+    assert line.startswith("BUILDID the vmlinux does not match the kernel: "), line
+    assert line.count(f"Linux {release}") == 2 and "build-id 001122334455" in line, line
 
 
 @needs_gdb
