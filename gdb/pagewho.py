@@ -122,9 +122,12 @@ class GdbTarget(Target):
         last = (address + size - 1) & ~(PAGE - 1)
         pages = range(first, last + PAGE, PAGE)
         missing = [p for p in pages if p not in self._cache]
-        if missing:
-            self._fill(missing)
-        blob = b"".join(self._page(p) for p in pages)
+        try:
+            if missing:
+                self._fill(missing)
+            blob = b"".join(self._page(p) for p in pages)
+        except FaultError as e:  # name the bytes asked for, not the page around them
+            raise FaultError(address, size, e.why) from None
         start = address - first
         return blob[start:start + size]
 
