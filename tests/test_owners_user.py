@@ -453,3 +453,40 @@ def test_every_user_page_has_as_many_verified_mappers_as_its_mapcount(sample):
             wrong.append((page.pfn, kind, page.mapcount, verified))
     assert not wrong, wrong[:20]
     assert checked["anon"] > 1000 and checked["shmem"] > 100 and checked["pagecache"] > 50, checked
+
+
+def _maps(sample) -> Dict[int, List[tuple]]:
+    """pid -> [(start, end, name or None)] from the guest's /proc/<pid>/maps."""
+    out: Dict[int, List[tuple]] = {}
+    for pid, text in sample.truth["maps"].items():
+        rows = []
+        for line in text.splitlines():
+            parts = line.split(None, 5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            rows.append((lo, hi, parts[5].strip() if len(parts) > 5 else None))
+        out[int(pid)] = rows
+    return out
+
+
+def test_anon_page_region_agrees_with_proc_maps(sample):
+    """Each anon mapper's region ([heap], [stack], the file of a private
+    mapping, or none) is what the guest's /proc/<pid>/maps shows there."""
+    from pagewho.scan import scan
+
+    maps = _maps(sample)
+    k = kernel_of(open_sample(sample))
+    seen: Dict[object, int] = collections.Counter()
+    wrong = []
+    for page, _head, kind in scan(k):
+        if kind != "anon":
+            continue
+        for m in identify(k, page.pfn).owner.detail["mappers"]:
+            rows = maps.get(m["pid"])
+            if rows is None:
+                continue  # a process that came after the guest's snapshot
+            name = next((n for lo, hi, n in rows if lo <= m["vaddr"] < hi), "?")
+            seen[m["region"]] += 1
+            if m["region"] != name:
+                wrong.append((page.pfn, m["pid"], hex(m["vaddr"]), m["region"], name))
+    assert not wrong, wrong[:20]
+    assert seen["[heap]"] and seen["[stack]"] and seen[None], seen

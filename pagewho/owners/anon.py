@@ -26,6 +26,7 @@ from ..kernel import Kernel
 from ..owner import Owner, is_thp, register
 from ..page import Page, decoder_of
 from ..target import FaultError
+from ..text import clean
 from .file import page_pgoff
 from .swap import in_swapcache, swap_detail, swap_text
 from .tasks import (
@@ -88,7 +89,7 @@ def name_anon(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     pgoff = page_pgoff(page, head)
     det["anon_vma"] = anon_vma
     det["index"] = pgoff
-    found, ruled_out = mappers(k, anon_vma_vmas(k, anon_vma), pgoff, page.pfn)
+    found, ruled_out = mappers(k, anon_vma_vmas(k, anon_vma), pgoff, page.pfn, regions=True)
     det["mappers"] = found[:MAX_MAPPERS]
     det["nr_mappers"] = len(found)
     note = unnamed_note(k, found)
@@ -98,6 +99,9 @@ def name_anon(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     if ruled_out:
         det["not_mapping"] = ruled_out
     text = ("mapped by " + mappers_text(found)) if found else "mapped by no live process"
+    regions = sorted({str(m["region"]) for m in found if m.get("region")})
+    if regions:
+        text += " (%s)" % ", ".join(clean(r) for r in regions[:3])
     text += _folio_detail(k, page, head, det)
     text += _swap_suffix(k, page, head, det)
     det["summary"] = text

@@ -67,24 +67,30 @@ def hlist_nodes(k: Kernel, head: int, limit: int = MAX_NODES) -> Iterator[int]:
 
 def rb_nodes(k: Kernel, root: int, limit: int = MAX_NODES) -> Iterator[int]:
     """Every rb_node of the tree whose ``struct rb_root`` is at ``root``
-    (pre-order, with an explicit stack; bounded, each node visited once)."""
+    (pre-order, with an explicit stack; bounded, each node visited once).
+    A node whose parent pointer does not name the node it was reached from
+    ends that branch: corrupt, or not a tree at all (a garbage root would
+    otherwise send the walk through up to ``limit`` pointers)."""
     right = k.off("struct rb_node", "rb_right")
     left = k.off("struct rb_node", "rb_left")
+    parent_off = k.off("struct rb_node", "__rb_parent_color")
     first = k.u64(root)
-    stack = [first] if first else []
+    stack = [(first, 0)] if first else []
     seen: Set[int] = set()
     while stack and len(seen) < limit:
-        node = stack.pop()
+        node, parent = stack.pop()
         if node in seen or not is_kernel_ptr(node):
+            continue
+        if k.u64(node + parent_off) & ~3 != parent:
             continue
         seen.add(node)
         yield node
         r = k.u64(node + right)
         lft = k.u64(node + left)
         if r:
-            stack.append(r)
+            stack.append((r, node))
         if lft:
-            stack.append(lft)
+            stack.append((lft, node))
 
 
 # -- tasks --------------------------------------------------------------------
@@ -313,7 +319,29 @@ class Vma:
         return vaddr
 
 
-def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int) -> Tuple[List[Dict[str, object]], int]:
+def region_of(k: Kernel, vma: Vma, vaddr: int) -> Optional[str]:
+    """What an anon page's vma is, for people: "[heap]" (between the mm's
+    start_brk and brk), "[stack]" (the vma holding start_stack), the path of
+    a private file mapping (a copied-on-write page of it), or None for a
+    plain anonymous mapping."""
+    M = "struct mm_struct"
+    try:
+        file = k.u64(vma.address + k.off("struct vm_area_struct", "vm_file"))
+        if is_kernel_ptr(file):
+            from .file import file_path, path_text
+
+            return path_text(file_path(k, file))
+        if k.u64(vma.mm + k.off(M, "start_brk")) <= vaddr < k.u64(vma.mm + k.off(M, "brk")):
+            return "[heap]"
+        if vma.start <= k.u64(vma.mm + k.off(M, "start_stack")) < vma.end:
+            return "[stack]"
+    except FaultError:
+        pass
+    return None
+
+
+def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int,
+            regions: bool = False) -> Tuple[List[Dict[str, object]], int]:
     """The processes that map ``pfn`` through the candidate ``vmas``.
 
     Each vma covering ``pgoff`` gives a candidate (mm, vaddr); its page
@@ -322,6 +350,8 @@ def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int) -> Tuple[List[
     an anon one) or no entry at all (a forked child that never touched the
     address) rules it out; a swap entry or unreadable tables leave it a
     candidate.
+
+    With ``regions`` each mapper also gets "region" (:func:`region_of`).
 
     Returns (mappers, ruled_out) with mappers as JSON-ready dicts
     {"pid", "comm", "vaddr", "verified", "mm"}, verified ones first (all of
@@ -349,9 +379,13 @@ def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int) -> Tuple[List[
             ruled_out += 1
             continue
         procs = tasks_of(k).processes(vma.mm) or [Task(0, -1, -1, "", vma.mm)]
+        region = region_of(k, vma, vaddr) if regions else None
         for t in procs:
-            found.append({"pid": t.tgid if t.tgid >= 0 else None, "comm": t.comm or None,
-                          "vaddr": vaddr, "verified": mapped == pfn, "mm": vma.mm, "pte": state})
+            m = {"pid": t.tgid if t.tgid >= 0 else None, "comm": t.comm or None,
+                 "vaddr": vaddr, "verified": mapped == pfn, "mm": vma.mm, "pte": state}
+            if regions:
+                m["region"] = region
+            found.append(m)
     found.sort(key=lambda m: (not m["verified"], m["pid"] is None, m["pid"] or 0, m["vaddr"]))
     return found, ruled_out
 
