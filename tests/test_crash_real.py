@@ -134,37 +134,71 @@ def choose_pfns(s, t) -> Tuple[List[int], List[int]]:
     return list(reports), slabs[:8]
 
 
-@pytest.mark.parametrize("build", BUILDS)
-def test_kmem_agrees_with_pagewho(build, sample):
+class CrashRun:
+    """One batch crash session on a sample: ``sys``, ``kmem -p`` for each
+    pfn, ``kmem VADDR`` for each slab pfn; shared by the two tests."""
+
+    def __init__(self, build: str, s) -> None:
+        self.vmcore = vmcore_of(s)
+        self.t = _target(s, self.vmcore)
+        self.k = kernel_of(self.t)
+        self.release = self.t.release()
+        self.pfns, self.slabs = choose_pfns(s, self.t)
+        k = self.k
+        commands = ["sys"]
+        commands += ["kmem -p %x" % (pfn << k.page_shift) for pfn in self.pfns]
+        commands += ["kmem %x" % (k.page_offset + (pfn << k.page_shift)) for pfn in self.slabs]
+        self.version = crashtool.crash_version(build)
+        self.skip: Optional[str] = None
+        self.parts: List[str] = []
+        try:
+            out = crashtool.run(build, str(s.vmlinux), self.vmcore, script(commands), timeout=TIMEOUT)
+        except crashtool.CrashUnavailable as e:
+            self.skip = "%s cannot read %s: %s" % (self.version, self.release, e)
+            return
+        self.parts = split_marked(out, len(commands))
+        release = parse_release(self.parts[0])
+        if release is None:
+            first = next((ln for ln in out.splitlines() if ln.strip()), "no output")
+            self.skip = "%s cannot read %s: no 'sys' output (%s)" % (self.version, self.release, first[:200])
+        else:
+            assert release == self.release, "crash and pagewho read different kernels"
+
+    def kmem_p(self, i: int) -> str:
+        return self.parts[1 + i]
+
+    def kmem_vaddr(self, j: int) -> str:
+        return self.parts[1 + len(self.pfns) + j]
+
+
+_runs: Dict[Tuple[str, str], CrashRun] = {}
+
+
+def crash_run(build: str, s) -> CrashRun:
     why = crashtool.available(build)
     if why:
         pytest.skip("crash (%s) unavailable: %s" % (build, why))
-    s = sample
-    vmcore = vmcore_of(s)
-    t = _target(s, vmcore)
-    k = kernel_of(t)
-    pfns, slabs = choose_pfns(s, t)
-    commands = ["sys"]
-    commands += ["kmem -p %x" % (pfn << k.page_shift) for pfn in pfns]
-    commands += ["kmem %x" % (k.page_offset + (pfn << k.page_shift)) for pfn in slabs]
-    version = crashtool.crash_version(build)
-    try:
-        out = crashtool.run(build, str(s.vmlinux), vmcore, script(commands), timeout=TIMEOUT)
-    except crashtool.CrashUnavailable as e:
-        pytest.skip("%s cannot read %s: %s" % (version, t.release(), e))
-    parts = split_marked(out, len(commands))
-    release = parse_release(parts[0])
-    if release is None:
-        first = next((ln for ln in out.splitlines() if ln.strip()), "no output")
-        pytest.skip("%s cannot read %s: no 'sys' output (%s)" % (version, t.release(), first[:200]))
-    assert release == t.release(), "crash and pagewho read different kernels"
+    key = (build, vmcore_of(s))
+    if key not in _runs:
+        _runs.clear()
+        _runs[key] = CrashRun(build, s)
+    run = _runs[key]
+    if run.skip:
+        pytest.skip(run.skip)
+    return run
 
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_kmem_p_agrees_with_pagewho(build, sample):
+    """crash's struct page, flags word and flag names == pagewho's decoded page."""
+    run = crash_run(build, sample)
+    t, k = run.t, run.k
     compared = 0
     problems = []
-    for i, pfn in enumerate(pfns, start=1):
-        got = parse_kmem_p(parts[i])
+    for i, pfn in enumerate(run.pfns):
+        got = parse_kmem_p(run.kmem_p(i))
         if got is None:
-            problems.append("pfn %#x: crash printed no kmem -p line: %r" % (pfn, parts[i][:200]))
+            problems.append("pfn %#x: crash printed no kmem -p line: %r" % (pfn, run.kmem_p(i)[:200]))
             continue
         page, phys, flags, names = got
         r = report_of(t, pfn)
@@ -178,19 +212,43 @@ def test_kmem_agrees_with_pagewho(build, sample):
         compared += 1
     if compared == 0:
         pytest.skip("%s cannot read %s: no kmem -p answer (%s)"
-                    % (version, t.release(), (problems or ["?"])[0]))
-    assert slabs, "pagewho found no slab page to ask crash about"
-    for j, pfn in enumerate(slabs, start=1 + len(pfns)):
-        cache = parse_kmem_cache(parts[j])
-        ours = slab_cache_name(report_of(t, pfn))
+                    % (run.version, run.release, (problems or ["?"])[0]))
+    assert not problems, "%s on %s:\n  %s" % (run.version, run.release, "\n  ".join(problems))
+    print("%s on %s: %d struct pages agree" % (run.version, run.release, compared))
+
+
+# crash reporting that it does not know this kernel's layout (e.g. memory.c
+# compound_head() on 7.1+'s compound_info): crash's limit, not a disagreement
+CRASH_INTERNAL = re.compile(r"invalid structure member offset: \S+|FILE: \S+\s+LINE: \d+\s+FUNCTION: \S+")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_kmem_slab_cache_agrees_with_pagewho(build, sample):
+    """The slab cache crash finds for a slab page == the one pagewho names."""
+    run = crash_run(build, sample)
+    assert run.slabs, "pagewho found no slab page to ask crash about"
+    problems = []
+    crash_limits = []
+    for j, pfn in enumerate(run.slabs):
+        text = run.kmem_vaddr(j)
+        cache = parse_kmem_cache(text)
+        ours = slab_cache_name(report_of(run.t, pfn))
         if cache is None:
-            problems.append("pfn %#x: crash found no slab cache: %r" % (pfn, parts[j][:300]))
+            limit = CRASH_INTERNAL.findall(text)
+            if limit:
+                crash_limits.append("; ".join(limit))
+            else:
+                problems.append("pfn %#x: crash found no slab cache: %r" % (pfn, text[:300]))
         elif ours is None:
             problems.append("pfn %#x: crash says cache %s, pagewho names none" % (pfn, cache))
         elif cache != ours:
             problems.append("pfn %#x: cache crash %s pagewho %s" % (pfn, cache, ours))
-    assert not problems, "%s on %s:\n  %s" % (version, t.release(), "\n  ".join(problems))
-    print("%s on %s: %d struct pages and %d slab caches agree" % (version, t.release(), compared, len(slabs)))
+    assert not problems, "%s on %s:\n  %s" % (run.version, run.release, "\n  ".join(problems))
+    if len(crash_limits) == len(run.slabs):
+        pytest.skip("%s cannot name slab caches on %s: kmem: %s"
+                    % (run.version, run.release, crash_limits[0]))
+    assert not crash_limits, "crash failed on some slab pages only: %s" % crash_limits
+    print("%s on %s: %d slab caches agree" % (run.version, run.release, len(run.slabs)))
 
 
 # -- the parsers, on crash's documented output shapes ----------------------------------
