@@ -490,3 +490,17 @@ def test_anon_page_region_agrees_with_proc_maps(sample):
                 wrong.append((page.pfn, m["pid"], hex(m["vaddr"]), m["region"], name))
     assert not wrong, wrong[:20]
     assert seen["[heap]"] and seen["[stack]"] and seen[None], seen
+
+
+def test_tasks_index_matches_drgn_for_each_task(sample):
+    """The task walk (leaders and their threads) finds the same tasks,
+    pids, comms and mms as drgn's for_each_task."""
+    from drgn.helpers.linux.pid import for_each_task
+
+    t = open_sample(sample)
+    ours = {(x.pid, x.tgid, x.comm, x.mm) for x in tasks_of(kernel_of(t)).tasks}
+    theirs = {(task.pid.value_(), task.tgid.value_(), task.comm.string_().decode(), task.mm.value_())
+              for task in for_each_task(t.prog)}
+    # drgn's walk starts after init_task (the idle task, pid 0); ours includes it
+    assert ours - theirs == {x for x in ours if x[0] == 0}
+    assert theirs <= ours
