@@ -504,3 +504,19 @@ def test_tasks_index_matches_drgn_for_each_task(sample):
     # drgn's walk starts after init_task (the idle task, pid 0); ours includes it
     assert ours - theirs == {x for x in ours if x[0] == 0}
     assert theirs <= ours
+
+
+def test_each_process_pgd_page_records_its_mm(sample):
+    """x86 records the owner of a pgd page in page->pt_mm (pgd_set_mm):
+    every user pgd the walk found agrees with it."""
+    from pagewho.owners.pgtable import _pt_mm
+    from pagewho.page import decoder_of
+
+    k = kernel_of(open_sample(sample))
+    tm = table_map(k)
+    d = decoder_of(k)
+    pgds = [(pfn, owners[0][0]) for pfn, owners in tm.owners.items()
+            if owners[0][1] == tm.levels and owners[0][0] and not owners[0][4]]
+    assert len(pgds) >= 8
+    for pfn, mm in pgds:
+        assert _pt_mm(k, d.read_page(pfn)) == mm
