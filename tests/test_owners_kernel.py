@@ -507,3 +507,38 @@ def test_large_kmalloc_and_huge_zero_page_texts(sample):
         assert owner.kind == "zero" and owner.detail["which"] == "huge zero page"
     finally:
         del k.memo["reserved.hzp"]
+
+
+def test_kernel_owners_same_in_live_gdb_and_cli(sample):
+    """gdb on the live guest (QEMU gdbstub) names kernel-side owners exactly
+    as the command line does on a paging dump of the same stopped guest."""
+    import json
+    import shutil
+
+    import lab
+    import test_gdb as G
+
+    if shutil.which("gdb") is None:
+        pytest.skip("gdb is not installed (scripts/setup)")
+    with lab.live_guest(sample.suite) as g:
+        flags = g.kpageflags()
+        pfns = [p for p, f in enumerate(flags) if f >> KPF_SLAB & 1 and not f >> KPF_COMPOUND_TAIL & 1][::500][:8]
+        pfns += [p for p, f in enumerate(flags) if f >> KPF_BUDDY & 1][::20000][:6]
+        pfns += [p for p, f in enumerate(flags) if f == 0][::3000][:30]  # pcp, reserved, unknown, ...
+        pfns += [r["pfn"] for r in g.truth["records"] if r["kind"].startswith("hugetlb")][:2]
+        addrs = [line.split("-")[0] for line in g.truth["proc"]["vmallocinfo"].splitlines()
+                 if "pages=" in line and " vmalloc" in line][::4][:20]
+        argv = ["--json"] + ["%#x" % p for p in dict.fromkeys(pfns)]
+        for a in addrs:
+            argv += ["-a", a]
+        dump = g.work / "paging.elf"
+        out = G.run_gdb(g.vmlinux, ["target remote %s:%d" % (g.host, g.gdb_port), "pagewho " + " ".join(argv),
+                                    "monitor dump-guest-memory -p %s" % dump, "detach"])
+        live = json.loads(out[1])
+        cli = json.loads(G.run_cli(dump, g.vmlinux, argv))
+    assert not live["errors"] and not cli["errors"], (live["errors"], cli["errors"])
+    assert len(live["pages"]) == len(cli["pages"]) >= 30
+    for a, b in zip(live["pages"], cli["pages"]):
+        assert a == b, (a["pfn"], a["owner"], b["owner"])
+    kinds = {p["owner"]["kind"] for p in live["pages"]}
+    assert {"slab", "buddy", "vmalloc", "kstack", "hugetlb"} <= kinds, kinds
