@@ -59,8 +59,9 @@ def _banner_release(target: Target) -> Optional[str]:
         return None
     try:
         text = target.read_cstring(addr, 128)
-    except FaultError:
-        return ""
+    except FaultError as e:
+        # unreadable is not "another kernel": say what failed
+        raise TargetError("cannot read linux_banner to check the vmlinux: %s" % e) from None
     m = re.match(rb"Linux version (\S+)", text)
     return m.group(1).decode("ascii", "replace") if m else ""
 
