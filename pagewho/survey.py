@@ -56,6 +56,7 @@ SCHEMA = "pagewho-summary/1"
 MIB = 1 << 20
 _ALL = 0xFFFFFFFFFFFFFFFF
 _U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
 #: kinds whose pages the summary groups by owner (see FastScan._key)
 KEYED_KINDS = frozenset(("anon", "ksm", "pagecache", "shmem", "slab", "hugetlb"))
 #: below one page in this many, per-page work beats whole-column masks
@@ -267,17 +268,52 @@ class FastScan:
 
         rl = 8 * nf
         kid = self.kid
-        sigs = list(iter_unpack(self.row_format, rows))
+        keyed = self._keyed_table()
+        # Runs of equal rows inside free buddy blocks (most of an idle
+        # machine) are recognised with one memcmp each and take one step;
+        # the other pages go through the per-page path.
+        uniform = self._uniform_runs(buf, rows, rl, n, qcol(d.off_private))
+        if uniform:
+            segs = []
+            pos = 0
+            for a, e in uniform:
+                if a > pos:
+                    segs.append((pos, a))
+                pos = e
+            if pos < n:
+                segs.append((pos, n))
+            rest = b"".join([rows[a * rl:e * rl] for a, e in segs])
+        else:
+            segs = [(0, n)]
+            rest = rows
+        sigs = list(iter_unpack(self.row_format, rest))
         try:
-            kinds = bytearray(map(kid.__getitem__, sigs))
+            kr = bytearray(map(kid.__getitem__, sigs))
         except KeyError:
             # new signatures: classify one page of each
-            rep = dict(zip(sigs, range(n)))
+            where = [i for a, e in segs for i in range(a, e)] if uniform else range(n)
+            rep = dict(zip(sigs, where))
             for s in rep.keys() - kid.keys():
                 self._learn(s, c, rep[s], n, buf)
-            kinds = bytearray(map(kid.__getitem__, sigs))
+            kr = bytearray(map(kid.__getitem__, sigs))
         # pages per signature, for the kinds grouped by owner only
-        counts = Counter(compress(sigs, kinds.translate(self._keyed_table())))
+        counts = Counter(compress(sigs, kr.translate(keyed)))
+        if uniform:
+            kinds = bytearray(n)
+            j = 0
+            for a, e in segs:
+                kinds[a:e] = kr[j:j + e - a]
+                j += e - a
+            for a, e in uniform:
+                sig = (bytes(rows[a * rl:(a + 1) * rl]),)
+                if sig not in kid:
+                    self._learn(sig, c, a, n, buf)
+                x = kid[sig]
+                kinds[a:e] = bytes((x,)) * (e - a)
+                if keyed[x]:
+                    counts[sig] += e - a
+        else:
+            kinds = kr
         ch.sig_counts = counts
 
         # pages no signature speaks for: one by one, as scan() does
@@ -418,6 +454,51 @@ class FastScan:
             if bad:
                 bb = bad.to_bytes(8 * n, "little")
                 slow.extend(i for i in range(n) if bb[8 * i:8 * i + 8] != bytes(8))
+
+    def _uniform_runs(self, buf: bytes, rows: bytearray, rl: int, n: int, priv: Any) -> List[Tuple[int, int]]:
+        """[a, e) ranges after free buddy heads whose rows are all equal."""
+        t = self.d.types
+        lane, tab, vals = self._buddy_probe
+        if lane is None:
+            return []
+        out = []
+        cand = buf[lane::self.size][:n].translate(tab)
+        off = self.d.off_page_type
+        size = self.size
+        i = cand.find(1)
+        while i >= 0:
+            if t.type_of(_U32.unpack_from(buf, i * size + off)[0]) == "buddy":
+                order = priv[i]
+                e = min(n, i + (1 << order)) if 0 < order < 64 else i + 1
+                if e - i > 2:
+                    first = rows[(i + 1) * rl:(i + 2) * rl]
+                    if rows[(i + 1) * rl:e * rl] == first * (e - i - 1):
+                        out.append((i + 1, e))
+                        i = cand.find(1, e)
+                        continue
+            i = cand.find(1, i + 1)
+        return out
+
+    @property
+    def _buddy_probe(self) -> Tuple[Optional[int], bytes, Any]:
+        """(byte offset in struct page, translate table) of a cheap
+        necessary test for a buddy page type; verified per candidate."""
+        p = self.__dict__.get("_probe")
+        if p is None:
+            t = self.d.types
+            off = self.d.off_page_type
+            p = (None, b"", None)
+            if t.mode == "byte":
+                v = [b for b, name in t.names_by_byte.items() if name == "buddy"]
+                if v:
+                    p = (off + 3, _table(lambda x, v=v[0]: int(x == v)), v)
+            else:
+                v = [raw for raw, name in t.exact.items() if name == "buddy"]
+                if v:
+                    lows = {raw & 0xFF for raw in v} | {(raw & ~t.kmemcg_bit) & 0xFF for raw in v}
+                    p = (off, _table(lambda x, lows=frozenset(lows): int(x in lows)), v)
+            self.__dict__["_probe"] = p
+        return p
 
     def _keyed_table(self) -> bytes:
         """kind id -> 1 for the kinds whose signatures carry an owner key."""

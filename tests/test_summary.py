@@ -77,6 +77,28 @@ def _pcp_high(sample):
     return out
 
 
+def _vmstat_bound(sample):
+    """How far a vmstat counter in /proc/meminfo may be from the truth, in
+    the counter's own units: each cpu keeps an unfolded differential of up
+    to its "vm stats threshold" (mm/vmstat.c; node counters use the largest
+    zone threshold), folded into the global counter only now and then
+    (vmstat_update, a deferrable timer an idle cpu does not wake for).
+    Sum over cpus of the largest threshold, from the guest's zoneinfo."""
+    per_zone = {}
+    zone = None
+    for line in sample.truth["proc"]["zoneinfo"].splitlines():
+        m = re.match(r"Node\s+\d+,\s+zone\s+(\S+)", line)
+        if m:
+            zone = m.group(1)
+        m = re.match(r"\s+vm stats threshold:\s+(\d+)", line)
+        if m and zone:
+            per_zone.setdefault(zone, []).append(int(m.group(1)))
+    if not per_zone:
+        return 0
+    ncpus = max(len(v) for v in per_zone.values())
+    return ncpus * max(max(v) for v in per_zone.values())
+
+
 def _pages_kib(pages, sample_k):
     return pages * sample_k.page_size // 1024
 
@@ -261,14 +283,15 @@ def test_page_tables_match_meminfo(sample):
         sample.suite, want, mem["PageTables"], len(kpf), len(ours), len(kpf - ours), len(ours - kpf))
     print(line)
     assert kpf == ours, line
-    # meminfo PageTables against the same pages: equal on 5.10 and 6.1.  On
-    # 6.12 and 7.2 the kernel's own PageTable marks (KPF_PGTABLE, read after
-    # meminfo) exceed NR_PAGETABLE by 12 pages on both samples -- systematic,
-    # not drift; there 65 of the marked pages are init_mm's pud tables
-    # preallocated for the vmalloc/vmemmap area at boot.  That gap is between
-    # two of the kernel's own views, not pagewho's classification (equal to
-    # KPF_PGTABLE above); which 12 pages NR_PAGETABLE leaves out is not
-    # established yet, so meminfo is printed here, not asserted.
+    # meminfo PageTables against the same pages: equal on all four current
+    # samples.  Earlier builds of the 6.12 and 7.2 samples read 12 pages
+    # fewer in meminfo than KPF_PGTABLE (then equal to pagewho): NR_PAGETABLE
+    # is a vmstat counter whose per-cpu differentials are folded in only
+    # now and then, so meminfo may lag by up to the bound below.
+    bound = _vmstat_bound(sample)
+    print("%s: |PageTables - pagewho| = %d pages, vmstat drift bound %d" % (
+        sample.suite, abs(want - len(ours)), bound))
+    assert abs(want - len(ours)) <= bound, line
 
 
 def test_kernel_stacks_match_meminfo(sample):
@@ -281,10 +304,17 @@ def test_kernel_stacks_match_meminfo(sample):
     mem = _meminfo(sample)
     ks = doc["kstack"]
     live = _pages_kib(ks["pages"] - ks["cached_pages"], k)
-    line = "%s KernelStack %d kB | pagewho kstack %d kB, of which %d kB cached stacks of no task, live %d kB" % (
-        sample.suite, mem["KernelStack"], _pages_kib(ks["pages"], k), _pages_kib(ks["cached_pages"], k), live)
+    bound = _vmstat_bound(sample)  # NR_KERNEL_STACK_KB counts kB
+    line = ("%s KernelStack %d kB | pagewho kstack %d kB, of which %d kB cached stacks of no task, live %d kB "
+            "(vmstat per-cpu drift bound %d kB)" % (
+                sample.suite, mem["KernelStack"], _pages_kib(ks["pages"], k), _pages_kib(ks["cached_pages"], k),
+                live, bound))
     print(line)
-    assert live == mem["KernelStack"], line
+    # Equal on most samples.  One bullseye build read 944 kB with the same
+    # 59 tasks in /proc and in the dump (plus swapper/1, whose stack is
+    # accounted at fork): 16 kB -- one stack -- left in a cpu's unfolded
+    # vmstat differential, within the bound.
+    assert abs(live - mem["KernelStack"]) <= bound, line
 
 
 def test_summary_json_parses_with_documented_keys(sample):
