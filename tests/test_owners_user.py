@@ -326,7 +326,8 @@ class _FakeKernel:
     """Just enough of a Kernel for the container walkers: u64 reads from a
     dict (absent addresses fault) and fixed member offsets."""
 
-    OFFSETS = {("struct rb_node", "rb_right"): 8, ("struct rb_node", "rb_left"): 16,
+    OFFSETS = {("struct rb_node", "__rb_parent_color"): 0,
+               ("struct rb_node", "rb_right"): 8, ("struct rb_node", "rb_left"): 16,
                ("struct dentry", "d_parent"): 24, ("struct dentry", "d_name"): 32,
                ("struct qstr", "name"): 8}
 
@@ -355,8 +356,13 @@ def test_rb_tree_walk_ends_on_a_cycle():
     from pagewho.owners.tasks import rb_nodes
 
     a, b, c, root = BASE, BASE + 0x100, BASE + 0x200, BASE + 0x300
-    # a -> (b, c); c's right child points back at a
-    words = {root: a, a + 8: c, a + 16: b, b + 8: 0, b + 16: 0, c + 8: a, c + 16: 0}
+    # a -> (b, c); c's right child points back at a (black nodes: color bit 1)
+    words = {root: a, a: 1, a + 8: c, a + 16: b, b: a | 1, b + 8: 0, b + 16: 0,
+             c: a | 1, c + 8: a, c + 16: 0}
+    assert sorted(rb_nodes(_FakeKernel(words), root)) == [a, b, c]
+    # a child whose parent pointer names another node ends its branch
+    words[c + 8] = BASE + 0x400
+    words.update({BASE + 0x400: BASE + 0x500, BASE + 0x408: 0, BASE + 0x410: 0})
     assert sorted(rb_nodes(_FakeKernel(words), root)) == [a, b, c]
 
 
