@@ -217,8 +217,8 @@ def test_slab_matches_kpageflags_meminfo_and_slabinfo(sample):
     # ran on: a pfn may differ only if it changed hands in that second --
     # a slab page pagewho sees that kpageflags saw as unmarked (0: on a pcp
     # list, or being allocated) or free (KPF_BUDDY), or a KPF_SLAB page that
-    # pagewho sees free again.  (6.12 sample: pfn 0x146a, kpageflags 0, a
-    # dentry slab with 1 object in use at the dump.)
+    # pagewho sees free again.  (One 6.12 sample build: pfn 0x146a,
+    # kpageflags 0, a dentry slab with 1 object in use at the dump.)
     flags = sample.kpageflags()
     buddy_bit = 1 << sample.truth["kpf_bits"]["buddy"]
     free_kinds = _pfns_of(s, "buddy") | _pfns_of(s, "pcp") | _pfns_of(s, "free")
@@ -233,8 +233,9 @@ def test_slab_matches_kpageflags_meminfo_and_slabinfo(sample):
     # NR_SLAB_UNRECLAIMABLE_B), which carry no slab mark, so Slab is at least
     # KPF_SLAB.  Up to 6.12 those pages carry no mark at all and pagewho
     # leaves them "unknown"; 7.x marks them (PGTY_large_kmalloc) and pagewho
-    # counts them as large_kmalloc (forky sample: 340 pages against
-    # Slab - KPF_SLAB = 300; not asserted: large kmallocs come and go).
+    # counts them as large_kmalloc (one forky sample build: 340 pages
+    # against Slab - KPF_SLAB = 300; not asserted: large kmallocs come and
+    # go, and Slab has the vmstat drift of test_kernel_stacks_match_meminfo).
     assert slab_pages >= len(kpf), "\n".join(lines)
     # slabs per cache: the workload's caches that nothing touched after the
     # slabinfo read must agree exactly.  Other caches drift: the guest
