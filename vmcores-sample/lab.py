@@ -33,9 +33,10 @@ SUITES = ("bullseye", "bookworm", "trixie", "forky")
 # Extra sample ids: a suite plus a guest memory size (only the benchmark uses it).
 VARIANTS = {"bookworm-4g": ("bookworm", 4096)}
 DEFAULT_MEM_MB = 1024
-FORMAT = 3  # truth.json format; bump when its meaning changes (forces a rebuild)
+FORMAT = 4  # truth.json format; bump when its meaning changes (forces a rebuild)
 # 2: the truth write path is warmed before the kpageflags snapshot
 # 3: ... twice, pinned to cpu 0 (per-cpu caches warmed where they are used)
+# 4: dirty.bin re-dirtied just before the snapshot (6.1 wrote it back meanwhile)
 MAX_TRIES = 3  # a guest that dies before READY is retried
 # How long a suite's mirror index is trusted before asking the mirror again.
 INDEX_MAX_AGE = float(os.environ.get("PAGEWHO_INDEX_MAX_AGE", 6 * 3600))
