@@ -11,9 +11,10 @@ in the folio.  Each candidate is checked in the mm's page tables
 (:func:`pagewho.owners.tasks.mappers`).
 
 KSM (mm/ksm.c): ``mapping`` has both low bits set and points to the
-``ksm_stable_node`` (``stable_node`` before v6.5's rename); its ``hlist``
-holds one ``ksm_rmap_item`` (``rmap_item``) per merged mapping, with the
-``mm`` and user ``address`` (low bits are flags: below PAGE_SIZE).
+``ksm_stable_node`` (``stable_node`` before the 2022 "ksm_" prefix rename:
+5.10 has the old names, 6.1 the new); its ``hlist`` holds one
+``ksm_rmap_item`` (``rmap_item``) per merged mapping, with the ``mm`` and
+user ``address`` (its low bits are flags, all below PAGE_SIZE).
 
 Checked against the sample dumps of 5.10, 6.1, 6.12 and 7.x.
 """
