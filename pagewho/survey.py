@@ -140,6 +140,8 @@ class FastScan:
             self.index.update(build(k))
         self.index_pfns = sorted(self.index)
         self.buddy_end = -1
+        #: decoded compound heads of the current chunk, for learning
+        self._heads: Dict[Any, Any] = {}
 
         # conditions read from single bytes of a field
         ph = d.pageflags.get("PG_head")
@@ -328,7 +330,7 @@ class FastScan:
             s = (bytes(rows[i * rl:(i + 1) * rl]),)
             counts[s] -= 1
             counts[("pfn", c + i)] = 1
-            self.key[("pfn", c + i)] = self._key(kind, page, hd)
+            self.key[("pfn", c + i)] = self._key(kind, page, hd, buf, c)
 
         # free buddy blocks: heads, then pages inside (scan()'s buddy_end)
         priv = qcol(d.off_private)
@@ -529,14 +531,25 @@ class FastScan:
         if not page.is_tail:
             return page, page
         hp = page.head_pfn
-        if c <= hp < c + i:
+        cache = self._heads
+        if cache.get("chunk") != c:
+            cache.clear()
+            cache["chunk"] = c
+        key = (hp, c <= hp < c + i)
+        head = cache.get(key)
+        if head is not None:
+            return page, head
+        if key[1]:
             head = d.decode(hp, buf, (hp - c) * self.size)
             if head.is_head:
+                cache[key] = head
                 return page, head
         try:
-            return page, d.read_page(hp)
+            head = d.read_page(hp)
         except FaultError:
             return page, page
+        cache[key] = head
+        return page, head
 
     def _learn(self, sig: tuple, c: int, i: int, n: int, buf: bytes) -> None:
         """Classify a new signature from one page that has it."""
@@ -550,9 +563,9 @@ class FastScan:
         kind = classify(self.k, page, head).kind
         page.pfn = c + i
         self.kid[sig] = self._id(kind)
-        self.key[sig] = self._key(kind, page, head)
+        self.key[sig] = self._key(kind, page, head, buf, c)
 
-    def _key(self, kind: str, page: Page, head: Page) -> Any:
+    def _key(self, kind: str, page: Page, head: Page, buf: bytes = b"", c: int = 0) -> Any:
         """What the summary groups pages of this signature by."""
         d = self.d
         if kind in ("anon", "ksm"):
@@ -560,7 +573,12 @@ class FastScan:
         if kind in ("pagecache", "shmem"):
             return ("file", head.mapping & ~3, is_thp(d, head))
         if kind == "slab" and self.slab_keyed:
-            return ("slab", self._u64_of(head, self.off_cache), not page.is_tail)
+            at = (head.pfn - c) * self.size + self.off_cache
+            if 0 <= at and at + 8 <= len(buf) and head.pfn >= c:
+                cache = _U64.unpack_from(buf, at)[0]
+            else:
+                cache = self._u64_of(head, self.off_cache)
+            return ("slab", cache, not page.is_tail)
         if kind == "hugetlb":
             return ("hugetlb", head.order if head.is_head else 0, head.refcount != 0)
         return None
@@ -1024,10 +1042,32 @@ def _runs(pfns: List[int]) -> Iterator[Tuple[int, int]]:
         yield a, prev + 1
 
 
+class _ReadCache:
+    """A Kernel whose u64 reads are remembered (a dump does not change):
+    the pageblock lookups of neighbouring blocks share their section
+    pointers and bitmap words."""
+
+    def __init__(self, k: Kernel) -> None:
+        self._k = k
+        self._words: Dict[int, int] = {}
+
+    def u64(self, address: int) -> int:
+        v = self._words.get(address)
+        if v is None:
+            v = self._words[address] = self._k.u64(address)
+        return v
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._k, name)
+
+
 def _migratetype(k: Kernel, pfn: int) -> Optional[str]:
     from .owners.buddy import migratetype
 
-    return migratetype(k, pfn)
+    rc = k.memo.get("survey.reads")
+    if rc is None:
+        rc = k.memo["survey.reads"] = _ReadCache(k)
+    return migratetype(rc, pfn)  # type: ignore[arg-type]
 
 
 def _nr_orders(k: Kernel) -> int:
