@@ -434,6 +434,10 @@ def _build_sample(suite: str, release: str, kdir: Path, sdir: Path, mem_mb: int)
     (sdir / "complete").unlink(missing_ok=True)
     kinfo = json.loads((kdir / "kernel.json").read_text())
     timings = {k: v for k, v in kinfo.get("timings", {}).items()}
+    for stale in sdir.glob("pagewho-guest-*"):  # left by a builder that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in sdir.glob("serial-failed-*.log"):
+        stale.unlink()
     work = Path(tempfile.mkdtemp(prefix="pagewho-guest-", dir=sdir))
     try:
         proc, qmp, disks, cmd, tries, _ = _boot(kdir, work, mem_mb, timings, logdir=sdir)

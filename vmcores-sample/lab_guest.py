@@ -184,7 +184,8 @@ def qemu_cmd(kdir: Path, work: Path, initrd: Path, disks: dict, mem_mb: int,
         "qemu-system-x86_64",
         # KVM does not work on these machines (nested AMD); multi-threaded TCG
         # once crashed a 7.2 guest in a text-patching race: single-threaded TCG.
-        "-accel", "tcg,thread=single",
+        # PAGEWHO_QEMU_ACCEL=kvm where /dev/kvm really works.
+        "-accel", os.environ.get("PAGEWHO_QEMU_ACCEL", "tcg,thread=single"),
         "-m", str(mem_mb), "-smp", "2",
         "-nodefaults", "-display", "none", "-no-reboot",
         "-kernel", str(kdir / "vmlinuz"), "-initrd", str(initrd),

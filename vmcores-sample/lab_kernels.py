@@ -57,9 +57,10 @@ def _apt_opts(adir: Path) -> list[str]:
         "-o", "APT::Architecture=amd64",
         "-o", "Acquire::Languages=none",
         "-o", "Debug::NoLocking=1",  # private state: no need for the system lock
-        # _apt cannot write into a private dir under $HOME; download as ourselves
-        "-o", "APT::Sandbox::User=root" if os.getuid() == 0 else "APT::Sandbox::User=",
-    ]
+    ] + (
+        # as root, apt would hand downloads to _apt, which cannot write into a
+        # private dir under $HOME; other users download as themselves anyway
+        ["-o", "APT::Sandbox::User=root"] if os.getuid() == 0 else [])
 
 
 def update_index(cache_root: Path, suite: str) -> None:
