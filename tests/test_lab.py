@@ -158,3 +158,15 @@ def test_live_guest_is_stopped_at_ready_with_gdbstub_on_localhost(live_guest):
 
 def test_truth_json_is_plain_json(sample_bookworm):
     json.loads(sample_bookworm.truth_path.read_text())
+
+
+def test_a_guest_that_never_gets_ready_is_retried_then_fails_loudly(
+        sample_bookworm, tmp_path, monkeypatch):
+    import lab_guest
+
+    monkeypatch.setattr(lab_guest, "BOOT_TIMEOUT", 0.5)
+    kdir = sample_bookworm.vmlinux.parent
+    with pytest.raises(RuntimeError, match="never reached READY in 3 tries"):
+        lab._boot(kdir, tmp_path, 1024, {}, logdir=tmp_path)
+    assert not lab_guest._live  # every QEMU of every try was killed
+    assert len(list(tmp_path.glob("serial-failed-*.log"))) == 3

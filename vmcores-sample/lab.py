@@ -279,7 +279,7 @@ def _boot(kdir: Path, work: Path, mem_mb: int, timings: dict, gdb: bool = False,
         gdb_port = lab_guest.free_port() if gdb else None
         cmd = lab_guest.qemu_cmd(kdir, work, initrd, disks, mem_mb, gdb_port)
         try:
-            proc, qmp, secs = lab_guest.boot_until_ready(cmd, work)
+            proc, qmp, secs = lab_guest.boot_until_ready(cmd, work, lab_guest.BOOT_TIMEOUT)
         except lab_guest.GuestDied as e:
             log(f"attempt {attempt}: {e}")
             errors.append(str(e)[-2000:])
