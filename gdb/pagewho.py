@@ -69,6 +69,81 @@ class ConnectionLost(BaseException):
     3.8+), it derives from BaseException so only _guarded catches it."""
 
 
+class PageWalk:
+    """Kernel virtual memory through the kernel's own page tables, for a
+    vCPU stopped in user mode under page-table isolation (PTI).
+
+    QEMU's gdbstub reads memory through the stopped vCPU's page tables, and
+    PTI's user copy maps next to nothing of the kernel.  The kernel's copy is
+    the page just below (arch/x86/mm/pti.c: PTI_PGTABLE_SWITCH_BIT, 12), so
+    pagewho walks that one itself, reading page tables and data by physical
+    address in QEMU's "Qqemu.PhyMemMode" (QEMU docs, gdbstub; since 4.1),
+    switched on for each read and off again at once.  Nothing is written to
+    the guest, and the vCPU's registers are left as they are.
+    """
+
+    PTI_USER_BIT = 1 << 12
+    ADDR = 0x000FFFFFFFFFF000  # physical address bits of a page-table entry
+
+    def __init__(self, inferior: gdb.Inferior, pgd: int, levels: int) -> None:
+        self.inferior, self.pgd, self.levels = inferior, pgd, levels
+        self._pages: dict[int, int] = {}  # virtual page -> physical page
+
+    @classmethod
+    def needed(cls, inferior: gdb.Inferior) -> PageWalk | None:
+        """A PageWalk when the selected vCPU is in user mode (CS.RPL 3) on
+        PTI's user page tables; None otherwise (gdb reads as it is)."""
+        try:
+            frame = gdb.selected_frame()
+            cs, cr3 = int(frame.read_register("cs")), int(frame.read_register("cr3"))
+            cr4 = int(frame.read_register("cr4"))
+        except (gdb.error, ValueError):
+            return None  # no registers to tell (not QEMU, not x86-64)
+        if cs & 3 != 3 or not cr3 & cls.PTI_USER_BIT:
+            return None
+        walk = cls(inferior, cr3 & cls.ADDR & ~cls.PTI_USER_BIT, 5 if cr4 & 1 << 12 else 4)  # CR4.LA57
+        return walk if walk._mode(True) else None
+
+    def forget(self) -> None:
+        self._pages.clear()
+
+    def _mode(self, physical: bool) -> bool:
+        reply = gdb.execute(f"maint packet Qqemu.PhyMemMode:{int(physical)}", to_string=True)
+        return '"OK"' in reply
+
+    def read(self, address: int, size: int) -> bytes:
+        self._mode(True)
+        try:
+            out = []
+            while size > 0:
+                n = min(size, PAGE - (address & (PAGE - 1)))
+                out.append(self.inferior.read_memory(self._physical(address), n).tobytes())
+                address, size = address + n, size - n
+            return b"".join(out)
+        finally:
+            self._mode(False)
+
+    def _physical(self, address: int) -> int:
+        page = address & ~(PAGE - 1)
+        if page not in self._pages:
+            self._pages[page] = self._translate(page)
+        return self._pages[page] | (address & (PAGE - 1))
+
+    def _translate(self, address: int) -> int:
+        """The x86-64 4- or 5-level walk (Intel SDM vol. 3, 4.5)."""
+        table = self.pgd
+        for level in range(self.levels, 0, -1):
+            shift = 12 + 9 * (level - 1)
+            raw = self.inferior.read_memory(table + ((address >> shift) & 0x1FF) * 8, 8).tobytes()
+            entry = int.from_bytes(raw, "little")
+            if not entry & 1:  # not present
+                raise gdb.MemoryError(f"Cannot access memory at address {address:#x}")
+            if level in (2, 3) and entry & 0x80:  # PS: a 2 MiB or 1 GiB page
+                return (entry & self.ADDR & ~((1 << shift) - 1)) | (address & ((1 << shift) - 1))
+            table = entry & self.ADDR
+        return table
+
+
 class GdbTarget(Target):
     """A :class:`Target` over gdb's selected inferior and loaded symbols."""
 
@@ -90,6 +165,9 @@ class GdbTarget(Target):
         self.live = kind in ("remote", "extended-remote")
         #: for a core: the vaddr ranges it holds; None when reads go to a live target
         self.core_ranges = None if self.live else _core_ranges()
+        #: the kernel's own page tables, when the stopped vCPU's do not map
+        #: the kernel (user mode under PTI); see _raw_by_walk
+        self.walk: PageWalk | None = PageWalk.needed(self.inferior) if self.live else None
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._types: dict[str, gdb.Type | None] = {}
         self._slide: int | None = None
@@ -99,12 +177,16 @@ class GdbTarget(Target):
     def forget_memory(self) -> None:
         """Drop cached memory (the guest ran, or a new command starts)."""
         self._cache.clear()
+        if self.walk is not None:
+            self.walk.forget()
 
     def _raw(self, address: int, size: int) -> bytes:
         if self.core_ranges is not None and not _inside(self.core_ranges, address, size):
             # gdb would fall back to the vmlinux file's own bytes: stale data
             raise FaultError(address, size, "not in the dump")
         try:
+            if self.walk is not None:
+                return self.walk.read(address, size)
             return self.inferior.read_memory(address, size).tobytes()
         except (gdb.error, OverflowError, ValueError) as e:  # gdb.MemoryError included
             if self.live and getattr(self.inferior, "connection", None) is None:

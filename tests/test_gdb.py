@@ -299,6 +299,18 @@ class CuttingProxy:
 
 # ---------------------------------------------------------------- per kernel
 
+# Runs in gdb (plugin sourced): the report of one pfn read through PageWalk.
+WALK = """
+frame = gdb.selected_frame()
+cr3, cr4 = int(frame.read_register("cr3")), int(frame.read_register("cr4"))
+t = GdbTarget()
+t.walk = PageWalk(t.inferior, cr3 & PageWalk.ADDR & ~PageWalk.PTI_USER_BIT, 5 if cr4 & 1 << 12 else 4)
+out = []
+command.run(t, ["{pfn}"], out.append)
+print("".join(out), end="")
+"""
+
+
 def run_named(vmlinux, named, core=None):
     """run_gdb over (name, command) pairs; returns name -> output."""
     out = run_gdb(vmlinux, [c for _, c in named], core=core)
@@ -345,6 +357,10 @@ def kernel(request, tmp_path_factory):
             ("arm", ctrl_c_after(1.0)),
             ("interrupted", "pagewho --summary"),
             ("after-interrupt", f"pagewho {one}"),
+            # the PTI fallback (kernel page-table walk over physical reads),
+            # forced on the kernel-mode vCPU's own tables: same answer
+            ("walk", python(WALK.format(pfn=one))),
+            ("phys-mode", "maint packet qqemu.PhyMemMode"),
             ("dump", f"monitor dump-guest-memory -p {dump}"),
             ("detach", "detach"),
         ])
@@ -498,6 +514,15 @@ def test_other_build_is_refused(kernel):
 
 
 @needs_gdb
+def test_kernel_page_walk_reads_the_same(kernel):
+    """PageWalk (used when the vCPU is in user mode under PTI) answers as
+    gdb's own reads do, and leaves QEMU's gdbstub reading virtual memory."""
+    live = kernel["live"]
+    assert live["walk"] == live["report"]
+    assert 'received: "0"' in live["phys-mode"]
+
+
+@needs_gdb
 def test_convenience_function(kernel):
     kind = kernel["live"]["owner"].split("=", 1)[1].strip().strip('"')
     doc = json.loads(kernel["live"]["json"])
@@ -516,7 +541,8 @@ def test_single_pfn_under_a_second_warm(kernel):
 
 def test_no_write_path():
     """gdb/pagewho.py cannot write to the inferior: no write API is named,
-    and gdb.execute only ever runs read-only "info" commands."""
+    and gdb.execute only runs read-only "info" commands and the switch of
+    QEMU's gdbstub between virtual and physical reads."""
     source = PLUGIN.read_text()
     tree = ast.parse(source)
     names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
@@ -527,8 +553,8 @@ def test_no_write_path():
         if isinstance(call, ast.Call) and getattr(call.func, "attr", "") in ("execute", "parse_and_eval"):
             arg = call.args[0]
             text = arg.value if isinstance(arg, ast.Constant) else ast.unparse(arg)
-            if call.func.attr == "execute":
-                assert text.lstrip("f'\"").startswith("info "), text
+            if call.func.attr == "execute":  # "info ...", or QEMU's read-mode switch
+                assert text.lstrip("f'\"").startswith(("info ", "maint packet Qqemu.PhyMemMode:")), text
             else:
                 assert "=" not in text and "(" in text, text  # a cast of &sym, nothing assigned
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GdbTarget")
