@@ -609,3 +609,75 @@ def test_dumps_gdb_cannot_read_say_so(sample_bookworm):
     line = one_line(kdump[0])
     assert line.startswith("pagewho: no kernel memory") and "kdump-compressed" in line, line
     assert "$1 = 42" in kdump[1]
+
+
+PTI_INIT = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox dmesg | /bin/busybox grep -i 'isolation'
+echo PAGEWHO-PTI-READY
+while true; do :; done
+"""
+
+
+@needs_gdb
+def test_user_mode_under_pti(tmp_path):
+    """A vCPU stopped in user mode on PTI's user page tables (TCG's Intel
+    Skylake model is Meltdown-affected, so the kernel turns PTI on): gdb's own
+    reads of kernel memory fail there; pagewho walks the kernel's tables.
+
+    The lab's guests use QEMU's AMD default (no PTI), so this boots its own
+    minimal guest: the lab's bookworm kernel, a busybox /init spinning in
+    user mode."""
+    for tool in ("qemu-system-x86_64", "cpio", "busybox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (scripts/setup)")
+    release, kdir = lab().kernel("bookworm")
+    root = tmp_path / "root"
+    for d in ("bin", "proc", "dev"):
+        (root / d).mkdir(parents=True)
+    shutil.copy(shutil.which("busybox"), root / "bin" / "busybox")
+    (root / "init").write_text(PTI_INIT)
+    (root / "init").chmod(0o755)
+    files = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
+    initrd = tmp_path / "initrd.cpio"
+    initrd.write_bytes(subprocess.run(["cpio", "-o", "-H", "newc"], cwd=root, input=files,
+                                      capture_output=True, check=True).stdout)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serial = tmp_path / "serial.log"
+    qemu = subprocess.Popen(
+        ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "Skylake-Client", "-m", "512", "-smp", "1",
+         "-nodefaults", "-display", "none", "-no-reboot", "-kernel", str(kdir / "vmlinuz"),
+         "-initrd", str(initrd), "-append", "console=ttyS0 panic=-1", "-serial", f"file:{serial}",
+         "-gdb", f"tcp:127.0.0.1:{port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while b"PAGEWHO-PTI-READY" not in (serial.read_bytes() if serial.exists() else b""):
+            assert qemu.poll() is None and time.monotonic() < deadline, "PTI guest did not boot"
+            time.sleep(0.5)
+        assert b"isolation: enabled" in serial.read_bytes(), "the guest did not turn PTI on"
+        for _ in range(5):  # stop it until the vCPU is caught in user mode
+            out = run_named(kdir / "vmlinux", [
+                ("connect", f"target remote 127.0.0.1:{port}"),
+                ("cs", "print $cs & 3"),
+                ("gdb-read", "x/gx &init_uts_ns"),
+                ("walk", python("print('WALK', GdbTarget().walk is not None)")),
+                ("summary", "pagewho --summary"),
+                ("report", "pagewho 0x1000"),
+                ("phys-mode", "maint packet qqemu.PhyMemMode"),
+                ("detach", "detach")])
+            if out["cs"].strip().endswith("= 3"):
+                break
+        else:
+            pytest.skip("the vCPU was never stopped in user mode")
+    finally:
+        os.killpg(qemu.pid, signal.SIGKILL)
+        qemu.wait(timeout=30)
+    assert "Cannot access memory" in out["gdb-read"]  # what gdb alone gets here
+    assert "WALK True" in out["walk"]
+    assert out["summary"].startswith(f"pagewho summary of {release}: 131072 pages (512.0 MiB)"), out["summary"]
+    assert out["report"].startswith("pfn 0x1000  phys 0x1000000"), out["report"]
+    assert 'received: "0"' in out["phys-mode"]
