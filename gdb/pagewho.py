@@ -102,7 +102,12 @@ class PageWalk:
         if cs & 3 != 3 or not cr3 & cls.PTI_USER_BIT:
             return None
         walk = cls(inferior, cr3 & cls.ADDR & ~cls.PTI_USER_BIT, 5 if cr4 & 1 << 12 else 4)  # CR4.LA57
-        return walk if walk._mode(True) else None
+        try:
+            if not walk._mode(True):
+                return None  # not QEMU's gdbstub: gdb's reads are all there is
+        finally:
+            walk._mode(False)
+        return walk
 
     def forget(self) -> None:
         self._pages.clear()
