@@ -105,8 +105,9 @@ class PageWalk:
         try:
             if not walk._mode(True):
                 return None  # not QEMU's gdbstub: gdb's reads are all there is
-        finally:
             walk._mode(False)
+        except gdb.error:
+            return None
         return walk
 
     def forget(self) -> None:
