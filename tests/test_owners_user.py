@@ -413,8 +413,9 @@ def test_hugetlb_mappers_helper_names_the_mapping_process(sample):
 def test_swapped_out_pages_still_in_swap_cache_match_their_swap_entries(sample):
     """Pages MADV_PAGEOUT wrote out may linger in the swap cache while the
     process's PTE holds the swap entry: pagewho names the process with a
-    "swapped" PTE, and the slot it reads from folio->swap is the one the
-    guest's pagemap showed for that address."""
+    "swapped" PTE whose swap entry matches the page's, and the slot it reads
+    from folio->swap is the one the guest's pagemap showed for that
+    address."""
     from pagewho.owners.swap import in_swapcache
     from pagewho.scan import scan
 
@@ -430,7 +431,7 @@ def test_swapped_out_pages_still_in_swap_cache_match_their_swap_entries(sample):
         for m in det["mappers"]:
             rec = outs.get(m["vaddr"])
             if rec is not None and m["pid"] == rec["pid"]:
-                assert m["pte"] == "swapped" and not m["verified"]
+                assert m["pte"] == "swapped" and m["verified"]
                 assert det["swap"]["type"] == rec["swap_type"]
                 assert det["swap"]["offset"] == rec["swap_offset"]
                 assert "(swap entry)" in det["summary"]
@@ -453,7 +454,7 @@ def test_every_user_page_has_as_many_verified_mappers_as_its_mapcount(sample):
         if kind not in ("anon", "ksm", "pagecache", "shmem") or page.is_head or page.is_tail:
             continue
         det = identify(k, page.pfn).owner.detail
-        verified = sum(1 for m in det["mappers"] if m["verified"])
+        verified = sum(1 for m in det["mappers"] if m["verified"] and m["pte"] == "mapped")
         checked[kind] += 1
         if verified != page.mapcount or det["nr_mappers"] > len(det["mappers"]):
             wrong.append((page.pfn, kind, page.mapcount, verified))
@@ -526,3 +527,20 @@ def test_each_process_pgd_page_records_its_mm(sample):
     assert len(pgds) >= 8
     for pfn, mm in pgds:
         assert _pt_mm(k, d.read_page(pfn)) == mm
+
+
+def test_swap_ptes_decode_to_the_slots_the_guest_saw(sample):
+    """The x86-64 swap PTE decoding (type on top, offset inverted) gives,
+    for every page still swapped out, the (type, offset) the guest read for
+    it from /proc/PID/pagemap."""
+    from pagewho.owners.tasks import SWAPPED, pte_swap_entry, user_lookup
+
+    outs = [r for r in sample.truth["records"] if r["kind"] == "swapped-out"]
+    if not outs:
+        pytest.skip("nothing swapped out on %s" % sample.release)
+    k = kernel_of(open_sample(sample))
+    mm = [mm for mm, ps in tasks_of(k).by_mm.items() if any(p.tgid == outs[0]["pid"] for p in ps)][0]
+    for rec in outs:
+        state, raw = user_lookup(k, mm, rec["vaddr"])
+        assert state == SWAPPED
+        assert pte_swap_entry(raw) == (rec["swap_type"], rec["swap_offset"])

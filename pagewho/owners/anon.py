@@ -21,7 +21,7 @@ Checked against the sample dumps of 5.10, 6.1, 6.12 and 7.x.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..kernel import Kernel
 from ..owner import Owner, is_thp, register
@@ -31,15 +31,14 @@ from ..text import clean
 from .file import page_pgoff
 from .swap import in_swapcache, swap_detail, swap_text
 from .tasks import (
-    MAPPED,
     MAX_MAPPERS,
     MAX_NODES,
-    NOTHING,
     Task,
     hlist_nodes,
     is_kernel_ptr,
     mappers,
     mappers_text,
+    pte_verifies,
     rb_nodes,
     tasks_of,
     unnamed_note,
@@ -75,6 +74,14 @@ def _folio_detail(k: Kernel, page: Page, head: Page, det: Dict[str, object]) -> 
     return text
 
 
+def _swap_key(k: Kernel, page: Page, head: Page) -> Optional[Tuple[int, int]]:
+    """(type, offset) of the page's swap slot when it is in the swap cache."""
+    if not in_swapcache(k, head):
+        return None
+    sw = swap_detail(k, page, head)
+    return sw["type"], sw["offset"]
+
+
 def _swap_suffix(k: Kernel, page: Page, head: Page, det: Dict[str, object]) -> str:
     if not in_swapcache(k, head):
         return ""
@@ -90,7 +97,8 @@ def name_anon(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     pgoff = page_pgoff(page, head)
     det["anon_vma"] = anon_vma
     det["index"] = pgoff
-    found, ruled_out = mappers(k, anon_vma_vmas(k, anon_vma), pgoff, page.pfn, regions=True)
+    swap = _swap_key(k, page, head)
+    found, ruled_out = mappers(k, anon_vma_vmas(k, anon_vma), pgoff, page.pfn, regions=True, swap=swap)
     det["mappers"] = found[:MAX_MAPPERS]
     det["nr_mappers"] = len(found)
     note = unnamed_note(k, found)
@@ -132,6 +140,7 @@ def name_ksm(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     found: List[Dict[str, object]] = []
     nitems = 0
     page_mask = ~(k.page_size - 1)
+    swap = _swap_key(k, page, head)
     for node in hlist_nodes(k, stable + k.off(S, "hlist"), MAX_NODES):
         nitems += 1
         item = node - o_hlist
@@ -142,13 +151,14 @@ def name_ksm(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
             continue
         if not is_kernel_ptr(mm):
             continue
-        state, mapped = user_lookup(k, mm, vaddr)
-        if state == NOTHING or (state == MAPPED and mapped != page.pfn):
+        state, value = user_lookup(k, mm, vaddr)
+        verified = pte_verifies(state, value, page.pfn, swap)
+        if verified is None:
             continue
         procs = tasks_of(k).processes(mm) or [Task(0, -1, -1, "", mm)]
         for t in procs:
             found.append({"pid": t.tgid if t.tgid >= 0 else None, "comm": t.comm or None,
-                          "vaddr": vaddr, "verified": mapped == page.pfn, "mm": mm, "pte": state})
+                          "vaddr": vaddr, "verified": verified, "mm": mm, "pte": state})
     found.sort(key=lambda m: (not m["verified"], m["pid"] is None, m["pid"] or 0, m["vaddr"]))
     det["rmap_items"] = nitems
     det["mappers"] = found[:MAX_MAPPERS]

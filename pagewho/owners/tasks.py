@@ -253,11 +253,12 @@ UNCHECKED = "unchecked"
 
 
 def user_lookup(k: Kernel, mm: int, vaddr: int) -> Tuple[str, Optional[int]]:
-    """(state, pfn) of ``vaddr`` in ``mm``'s page tables: MAPPED with the
+    """(state, value) of ``vaddr`` in ``mm``'s page tables: MAPPED with the
     pfn; NOTHING when an entry on the way is empty (never faulted in, or
-    unmapped); SWAPPED when the leaf holds a non-present entry (swap or
-    migration entry); UNREADABLE when a table is not in the dump.  Tables
-    are read through the direct map."""
+    unmapped); SWAPPED with the raw entry when the leaf holds a non-present
+    entry (swap or migration entry, see :func:`pte_swap_entry`); UNREADABLE
+    when a table is not in the dump.  Tables are read through the direct
+    map."""
     try:
         pgd = k.u64(mm + k.off("struct mm_struct", "pgd"))
         table_pfn = k.virt_to_pfn(pgd)
@@ -270,7 +271,7 @@ def user_lookup(k: Kernel, mm: int, vaddr: int) -> Tuple[str, Optional[int]]:
             entry = k.u64(k.page_offset + table + ((vaddr >> shift) & 0x1FF) * 8)
             leaf = level == 1 or (level in (2, 3) and entry & _PSE)
             if not entry & (_PRESENT | (_PROTNONE if leaf else 0)):
-                return (SWAPPED if leaf and entry else NOTHING), None
+                return (SWAPPED, entry) if leaf and entry else (NOTHING, None)
             if leaf:
                 base = entry & _ADDR_MASK & ~((1 << shift) - 1)
                 return MAPPED, (base + (vaddr & ((1 << shift) - 1))) >> k.page_shift
@@ -279,6 +280,22 @@ def user_lookup(k: Kernel, mm: int, vaddr: int) -> Tuple[str, Optional[int]]:
     except FaultError:
         pass
     return UNREADABLE, None
+
+
+#: arch/x86/include/asm/pgtable_64.h (v4.19+, "x86/speculation/l1tf: Protect
+#: swap entries against L1TF"): the type in the top SWP_TYPE_BITS bits, the
+#: offset stored inverted from bit SWP_OFFSET_FIRST_BIT (_PAGE_BIT_PROTNONE + 1)
+_SWP_TYPE_BITS = 5
+_SWP_OFFSET_SHIFT = 9 + _SWP_TYPE_BITS
+_U64_MASK = (1 << 64) - 1
+
+
+def pte_swap_entry(raw: int) -> Tuple[int, int]:
+    """(type, offset) of a non-present x86-64 PTE holding a swap entry
+    (__swp_type/__swp_offset; the flag bits below bit 9 -- soft-dirty,
+    exclusive, uffd-wp -- drop out).  Migration and other special entries
+    decode to types at or beyond the swap files' (MAX_SWAPFILES)."""
+    return raw >> (64 - _SWP_TYPE_BITS), ((~raw << _SWP_TYPE_BITS) & _U64_MASK) >> _SWP_OFFSET_SHIFT
 
 
 def user_vaddr_to_pfn(k: Kernel, mm: int, vaddr: int) -> Optional[int]:
@@ -319,6 +336,23 @@ class Vma:
         return vaddr
 
 
+def pte_verifies(state: str, value: Optional[int], pfn: int, swap: Optional[Tuple[int, int]]) -> Optional[bool]:
+    """Whether a page-table lookup (:func:`user_lookup`) confirms that the
+    mapping holds ``pfn``: True, False (cannot tell), or None (it holds
+    something else: rule the candidate out)."""
+    if state == MAPPED:
+        return True if value == pfn else None
+    if state == NOTHING:
+        return None
+    if state == SWAPPED and swap is not None and value is not None:
+        got = pte_swap_entry(value)
+        if got == swap:
+            return True
+        if got[0] == swap[0]:  # another slot of the same swap device
+            return None
+    return False
+
+
 def region_of(k: Kernel, vma: Vma, vaddr: int) -> Optional[str]:
     """What an anon page's vma is, for people: "[heap]" (between the mm's
     start_brk and brk), "[stack]" (the vma holding start_stack), the path of
@@ -340,8 +374,8 @@ def region_of(k: Kernel, vma: Vma, vaddr: int) -> Optional[str]:
     return None
 
 
-def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int,
-            regions: bool = False) -> Tuple[List[Dict[str, object]], int]:
+def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int, regions: bool = False,
+            swap: Optional[Tuple[int, int]] = None) -> Tuple[List[Dict[str, object]], int]:
     """The processes that map ``pfn`` through the candidate ``vmas``.
 
     Each vma covering ``pgoff`` gives a candidate (mm, vaddr); its page
@@ -352,6 +386,9 @@ def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int,
     candidate.
 
     With ``regions`` each mapper also gets "region" (:func:`region_of`).
+    With ``swap`` (the page's swap (type, offset), when it is in the swap
+    cache) a PTE holding that swap entry verifies the mapping too, and one
+    holding another swap slot rules it out.
 
     Returns (mappers, ruled_out) with mappers as JSON-ready dicts
     {"pid", "comm", "vaddr", "verified", "mm"}, verified ones first (all of
@@ -375,14 +412,15 @@ def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int,
             state, mapped = user_lookup(k, vma.mm, vaddr)
         else:  # a file mapped by thousands: list the rest unchecked
             state, mapped = UNCHECKED, None
-        if state == NOTHING or (state == MAPPED and mapped != pfn):
+        verified = pte_verifies(state, mapped, pfn, swap)
+        if verified is None:
             ruled_out += 1
             continue
         procs = tasks_of(k).processes(vma.mm) or [Task(0, -1, -1, "", vma.mm)]
         region = region_of(k, vma, vaddr) if regions else None
         for t in procs:
             m = {"pid": t.tgid if t.tgid >= 0 else None, "comm": t.comm or None,
-                 "vaddr": vaddr, "verified": mapped == pfn, "mm": vma.mm, "pte": state}
+                 "vaddr": vaddr, "verified": verified, "mm": vma.mm, "pte": state}
             if regions:
                 m["region"] = region
             found.append(m)
@@ -391,6 +429,14 @@ def mappers(k: Kernel, vmas: Iterator[int], pgoff: int, pfn: int,
 
 
 _UNVERIFIED = {SWAPPED: " (swap entry)", UNREADABLE: " (page tables not in the dump)", UNCHECKED: " (unchecked)"}
+
+
+def _marker(m: Dict[str, object]) -> str:
+    if m.get("pte") == SWAPPED:
+        return " (swap entry)" if m["verified"] else " (swap entry?)"
+    if m["verified"]:
+        return ""
+    return _UNVERIFIED.get(str(m.get("pte")), " (candidate)")
 
 
 def mappers_text(found: List[Dict[str, object]], limit: int = 4, per_process: int = 3) -> str:
@@ -404,8 +450,7 @@ def mappers_text(found: List[Dict[str, object]], limit: int = 4, per_process: in
     parts = []
     for (pid, comm, mm), ms in list(groups.items())[:limit]:
         who = "mm %#x (no task)" % mm if pid is None else "pid %s (%s)" % (pid, clean(str(comm)))
-        addrs = ["%#x%s" % (m["vaddr"], _UNVERIFIED.get(str(m.get("pte")), " (candidate)") if not m["verified"] else "")
-                 for m in ms[:per_process]]
+        addrs = ["%#x%s" % (m["vaddr"], _marker(m)) for m in ms[:per_process]]
         if len(ms) > per_process:
             addrs.append("+%d more" % (len(ms) - per_process))
         parts.append("%s at %s" % (who, ", ".join(addrs)))
