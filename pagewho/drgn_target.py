@@ -10,6 +10,9 @@ import drgn
 from .elffile import vmlinux_identity
 from .target import FaultError, Target, TargetError
 
+#: what drgn and libkdumpfile say when a read runs past the end of a dump
+_CUT_SHORT = ("short read", "Decompres", "Cannot read")
+
 
 class DrgnTarget(Target):
     """A :class:`Target` reading through a ``drgn.Program``."""
@@ -55,7 +58,7 @@ class DrgnTarget(Target):
         target = cls(prog, live=vmcore is None)
         target.vmlinux_path = vmlinux
         if vmcore is not None:
-            target.truncated = _elf_truncation(vmcore)
+            target.truncated = _elf_truncation(vmcore) or _kdump_truncation(vmcore)
         return target
 
     # -- protocol ---------------------------------------------------------
@@ -65,8 +68,10 @@ class DrgnTarget(Target):
             return self.prog.read(address, size)
         except drgn.FaultError as e:
             why = str(e)
-            if self.truncated and "short read" in why:
+            if self.truncated and any(m in why for m in _CUT_SHORT):
                 why = "not in the dump: the dump file is truncated (%d of %d bytes)" % self.truncated
+            elif "Excluded page" in why:
+                why = "not in the dump: filtered out (makedumpfile -d)"
             raise FaultError(address, size, why) from None
         except (ValueError, OverflowError) as e:
             raise FaultError(address, size, str(e)) from None
@@ -229,4 +234,45 @@ def _elf_truncation(path: str) -> Optional[Tuple[int, int]]:
     for i in range(len(table) // phentsize if phentsize >= 56 else 0):
         _type, _flags, off, _va, _pa, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
         need = max(need, off + filesz)
+    return (size, need) if need > size else None
+
+
+def _kdump_truncation(path: str) -> Optional[Tuple[int, int]]:
+    """(file size, size needed) when ``path`` is a kdump-compressed dump
+    (makedumpfile, diskdump_mod.h) shorter than its last page descriptor
+    says; None for a complete or other file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(448)
+            if len(head) < 448 or head[:8] not in (b"KDUMP   ", b"DISKDUMP"):
+                return None
+            block_size, sub_hdr_size, bitmap_blocks = struct.unpack_from("<iiI", head, 428)
+            if block_size <= 0 or sub_hdr_size < 0:
+                return None
+            f.seek(0, 2)
+            size = f.tell()
+            # the second half of the bitmap marks the pages with a descriptor
+            f.seek((1 + sub_hdr_size) * block_size + bitmap_blocks * block_size // 2)
+            bitmap2 = f.read(bitmap_blocks * block_size // 2)
+            count = sum(bin(b).count("1") for b in bitmap2)
+            desc = (1 + sub_hdr_size + bitmap_blocks) * block_size
+            if count == 0:
+                return None
+            table_end = desc + count * 24
+            if table_end > size:
+                return (size, table_end)
+            # Page data follows the table in pfn order, but zero pages all
+            # share the first data block: walk back from the last descriptor
+            # to the first one past it, the end of the data.
+            need = 0
+            end = count
+            while end > 0 and need <= table_end + block_size:
+                start = max(0, end - 4096)
+                f.seek(desc + start * 24)
+                raw = f.read((end - start) * 24)
+                for offset, length, _flags, _pf in struct.iter_unpack("<qIIQ", raw):
+                    need = max(need, offset + length)
+                end = start
+    except (OSError, struct.error, ValueError):
+        return None
     return (size, need) if need > size else None
