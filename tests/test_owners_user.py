@@ -544,3 +544,49 @@ def test_swap_ptes_decode_to_the_slots_the_guest_saw(sample):
         state, raw = user_lookup(k, mm, rec["vaddr"])
         assert state == SWAPPED
         assert pte_swap_entry(raw) == (rec["swap_type"], rec["swap_offset"])
+
+
+def test_swap_pte_index_finds_every_swapped_out_page(sample):
+    """The index of swap entries in every process's page tables (used for
+    swap-cache pages no anon_vma names) has every page the guest saw
+    swapped out, at its process and address."""
+    from pagewho.owners.swap import swap_pte_index
+
+    outs = [r for r in sample.truth["records"] if r["kind"] == "swapped-out"]
+    if not outs:
+        pytest.skip("nothing swapped out on %s" % sample.release)
+    k = kernel_of(open_sample(sample))
+    index = swap_pte_index(k)
+    for rec in outs:
+        got = [(p.tgid, vaddr) for mm, vaddr in index[(rec["swap_type"], rec["swap_offset"])]
+               for p in tasks_of(k).processes(mm)]
+        assert got == [(rec["pid"], rec["vaddr"])]
+
+
+def test_swap_cache_namer_names_the_process_holding_the_swap_entry(sample):
+    """A swap-cache page is named by the process whose PTE holds its swap
+    entry (run on the planted pages that are both in the swap cache and
+    swapped out of their process)."""
+    from pagewho.owner import Owner
+    from pagewho.owners.swap import in_swapcache, name_swapcache
+    from pagewho.page import decoder_of
+    from pagewho.scan import scan
+
+    outs = {(r["swap_type"], r["swap_offset"]): r for r in sample.truth["records"] if r["kind"] == "swapped-out"}
+    k = kernel_of(open_sample(sample))
+    d = decoder_of(k)
+    named = 0
+    for page, head, kind in scan(k):
+        if kind != "anon" or not in_swapcache(k, head):
+            continue
+        owner = Owner("swapcache")
+        name_swapcache(k, page, head, owner)
+        rec = outs.get((owner.detail["swap"]["type"], owner.detail["swap"]["offset"]))
+        if rec is None:
+            continue
+        assert [(m["pid"], m["vaddr"]) for m in owner.detail["mappers"]] == [(rec["pid"], rec["vaddr"])]
+        assert "swapped out of pid %d (%s)" % (rec["pid"], rec["comm"]) in owner.detail["summary"]
+        named += 1
+        assert d.test(head.flags, "PG_swapcache")
+    if not named:
+        pytest.skip("no swapped-out page lingered in the swap cache on %s" % sample.release)

@@ -21,14 +21,16 @@ anon namer, which adds this detail.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import struct
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..kernel import Kernel
+from ..memmap import memmap_of
 from ..owner import Owner, register
 from ..page import Page, decoder_of
 from ..target import FaultError
 from .file import file_path, path_text
-from .tasks import is_kernel_ptr
+from .tasks import MAX_MAPPERS, is_kernel_ptr, mappers_text, pt_levels, pte_swap_entry, tasks_of
 
 BITS_PER_XA_VALUE = 63
 MAX_SWAPFILES_SHIFT = 5
@@ -98,13 +100,88 @@ def swap_text(sw: Dict[str, Any]) -> str:
     return "swap %s slot %d" % (sw["device"] or "type %d" % sw["type"], sw["offset"])
 
 
+#: most page tables read to index the swap entries of every process
+MAX_SWAP_INDEX_TABLES = 1 << 16
+_PRESENT = 1
+_PSE = 1 << 7
+_ADDR_MASK = 0x000FFFFFFFFFF000
+
+
+def swap_pte_index(k: Kernel) -> Dict[Tuple[int, int], List[Tuple[int, int]]]:
+    """(swap type, offset) -> [(mm, vaddr)] of every swap entry in every
+    live process's page tables, built once per kernel (every user page table
+    down to the PTEs is read, at most MAX_SWAP_INDEX_TABLES of them).
+
+    Used for swap-cache pages that no anon_vma names yet (swap readahead,
+    or an anon page being swapped out): the processes whose PTEs hold the
+    page's swap entry are its owners.  Shmem pages keep their swap entries
+    in the shmem mapping instead, so they are not found here.
+    """
+    memo = k.memo.get("swap.pte_index")
+    if memo is not None:
+        return memo  # type: ignore[return-value]
+    index: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
+    levels = pt_levels(k)
+    mm_ = memmap_of(k)
+    nr_addr = k.sym_opt("nr_swapfiles")
+    nr_swap = k.u32(nr_addr) if nr_addr is not None else 1 << MAX_SWAPFILES_SHIFT
+    budget = [MAX_SWAP_INDEX_TABLES]
+    o_pgd = k.off("struct mm_struct", "pgd")
+
+    def walk(mm: int, table_pfn: int, level: int, base: int, last: int) -> None:
+        if budget[0] <= 0 or not mm_.valid(table_pfn):
+            return
+        budget[0] -= 1
+        try:
+            entries = struct.unpack("<512Q", k.read(k.pfn_to_virt(table_pfn), 4096))
+        except FaultError:
+            return
+        shift = 12 + 9 * (level - 1)
+        for i in range(last + 1):
+            e = entries[i]
+            if not e:
+                continue
+            vaddr = base + (i << shift)
+            leaf = level == 1 or (level in (2, 3) and e & _PSE)
+            if e & _PRESENT:
+                if not leaf:
+                    walk(mm, (e & _ADDR_MASK) >> 12, level - 1, vaddr, 511)
+            elif leaf and not e & (1 << 8):  # not PROT_NONE: a swap-type entry
+                swap_type, offset = pte_swap_entry(e)
+                if swap_type < nr_swap:
+                    index.setdefault((swap_type, offset), []).append((mm, vaddr))
+
+    for mm in list(tasks_of(k).by_mm):
+        try:
+            pgd_pfn = k.virt_to_pfn(k.u64(mm + o_pgd))
+        except FaultError:
+            continue
+        if pgd_pfn is not None:
+            walk(mm, pgd_pfn, levels, 0, 255)
+    k.memo["swap.pte_index"] = index
+    return index
+
+
 @register("swapcache")
 def name_swapcache(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     sw = swap_detail(k, page, head)
-    owner.detail["swap"] = sw
+    det = owner.detail
+    det["swap"] = sw
     d = decoder_of(k)
     state = [s for s, f in (("dirty", "PG_dirty"), ("writeback", "PG_writeback"), ("uptodate", "PG_uptodate"))
              if d.test(head.flags, f)]
-    owner.detail["summary"] = "%s%s, in no anon_vma or file (swap readahead, or being swapped out)%s" % (
-        swap_text(sw), ", " + "+".join(state) if state else "",
-        "; " + sw["note"] if sw.get("note") else "")
+    found: List[Dict[str, object]] = []
+    for mm, vaddr in swap_pte_index(k).get((sw["type"], sw["offset"]), []):
+        for t in tasks_of(k).processes(mm):
+            found.append({"pid": t.tgid, "comm": t.comm, "vaddr": vaddr, "verified": True,
+                          "mm": mm, "pte": "swapped"})
+    det["mappers"] = found[:MAX_MAPPERS]
+    det["nr_mappers"] = len(found)
+    text = swap_text(sw) + (", " + "+".join(state) if state else "")
+    if found:
+        text += "; swapped out of " + mappers_text(found)
+    else:
+        text += "; in no process's page tables (swap readahead, or a shmem page)"
+    if sw.get("note"):
+        text += "; " + sw["note"]
+    det["summary"] = text
