@@ -16,7 +16,11 @@ folio's page N uses entry + N (the head holds the first entry).
 
 The device is ``swap_info[type]->swap_file`` (a struct file: its path).
 Anon pages still in the swap cache after being read back are named by the
-anon namer, which adds this detail.
+anon namer, which adds this detail.  A swap-cache page no anon_vma names is
+owned by the processes whose PTEs hold its swap entry: x86-64 keeps the
+type in the PTE's top 5 bits and the offset inverted from bit 9
+(arch/x86/include/asm/pgtable_64.h since the L1TF fix, v4.19), decoded by
+:func:`pagewho.owners.tasks.pte_swap_entry` and indexed once per kernel.
 """
 
 from __future__ import annotations
