@@ -590,3 +590,31 @@ def test_swap_cache_namer_names_the_process_holding_the_swap_entry(sample):
         assert d.test(head.flags, "PG_swapcache")
     if not named:
         pytest.skip("no swapped-out page lingered in the swap cache on %s" % sample.release)
+
+
+def test_unmarked_page_tables_can_be_named_by_the_walk(sample):
+    """pgd pages (and early kernel tables) carry no PageTable mark before
+    ~v6.14; name_table_page(), offered to the "unknown" namer, names them
+    from the walk: the process for a pgd, the kernel for init_top_pgt's
+    tables."""
+    from pagewho.owner import Owner
+    from pagewho.owners.pgtable import name_table_page
+    from pagewho.page import decoder_of
+
+    k = kernel_of(open_sample(sample))
+    tm = table_map(k)
+    d = decoder_of(k)
+    named = collections.Counter()
+    for pfn in tm.owners:
+        page = d.read_page(pfn)
+        if page.page_type is not None or page.mapping or page.is_tail:
+            continue
+        owner = Owner("unknown")
+        assert name_table_page(k, page, page, owner)
+        assert owner.kind == "pgtable" and owner.detail["marked"] is False
+        named["kernel" if owner.detail["kernel"] else "process"] += 1
+        if not owner.detail["kernel"] and owner.detail["processes"]:
+            p = owner.detail["processes"][0]
+            assert "pid %d (%s)" % (p["pid"], p["comm"]) in owner.detail["summary"]
+    if k.version < (6, 14, 0):
+        assert named["process"] >= 8  # every process's pgd
