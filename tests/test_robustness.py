@@ -143,6 +143,42 @@ def test_pfn_in_memory_hole(sample):
     still_works(t, sample)
 
 
+def _sample_4g():
+    """The lab's 4 GiB bookworm guest, only when already built (it is the
+    benchmark's; building it here would take minutes)."""
+    import lab
+
+    suite, mem_mb = lab.VARIANTS["bookworm-4g"]
+    for kdir in sorted((lab.cache_root() / "vmcores").glob("*")):
+        sdir = kdir / ("mem-%dM" % mem_mb)
+        info = kdir / "kernel.json"
+        if (sdir / "complete").exists() and info.exists() and json.loads(info.read_text()).get("suite") == suite:
+            return lab.Sample(suite, kdir, sdir)
+    pytest.skip("the 4 GiB sample (bookworm-4g) is not built")
+
+
+def test_pfn_in_the_pci_hole():
+    """A >3 GiB guest has no RAM between 3 and 4 GiB: real sections without
+    memmap below the last one."""
+    s = _sample_4g()
+    t = open_sample(s)
+    mm = memmap_of(kernel_of(t))
+    holes = [nr for nr in range(max(mm.sections)) if nr not in mm.sections]
+    assert holes, "a 4 GiB guest with no hole below 4 GiB?"
+    for nr in (holes[0], holes[-1]):
+        pfn = nr << mm.pfn_section_shift
+        rc, text = run(t, hex(pfn + 5))
+        one_line(rc, text, 1, "pfn %#x is in a memory hole (section %d has no memmap)" % (pfn + 5, nr))
+    first, last = holes[0] << mm.pfn_section_shift, ((holes[-1] + 1) << mm.pfn_section_shift) - 1
+    rc, text = run(t, "-p", hex(0xC0000000 + 0x1234))
+    one_line(rc, text, 1, "in a memory hole")
+    rc, text = run(t, "%#x-%#x" % (first - 1, last + 1), "--all")
+    errors = [line for line in text.splitlines() if line.startswith("pagewho: ")]
+    assert rc == 0 and errors == ["pagewho: pfns %#x-%#x are in a memory hole (no memmap)" % (first, last)]
+    rc, text = run(t, hex(first - 1))
+    assert rc == 0 and text.startswith("pfn %#x " % (first - 1))
+
+
 def test_huge_range_is_bounded(sample):
     """'--all' over 2**64 pfns used to loop (one error per pfn)."""
     t = open_sample(sample)
