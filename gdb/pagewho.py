@@ -101,14 +101,35 @@ class PageWalk:
             return None  # no registers to tell (not QEMU, not x86-64)
         if cs & 3 != 3 or not cr3 & cls.PTI_USER_BIT:
             return None
-        walk = cls(inferior, cr3 & cls.ADDR & ~cls.PTI_USER_BIT, 5 if cr4 & 1 << 12 else 4)  # CR4.LA57
+        user = cr3 & cls.ADDR
+        walk = cls(inferior, user & ~cls.PTI_USER_BIT, 5 if cr4 & 1 << 12 else 4)  # CR4.LA57
         try:
             if not walk._mode(True):
                 return None  # not QEMU's gdbstub: gdb's reads are all there is
-            walk._mode(False)
+            try:
+                pair = walk._is_pti_pair(user)
+            finally:
+                walk._mode(False)
         except gdb.error:
             return None
-        return walk
+        return walk if pair else None
+
+    def _is_pti_pair(self, user: int) -> bool:
+        """Is the page below the user PGD its PTI kernel twin?  PTI writes
+        every user-half entry into both, setting NX in the kernel's copy
+        (pti_set_user_pgtbl), and only the kernel's copy maps most of the
+        kernel half.  A kernel without PTI may put its single PGD on an odd
+        page; the page below it is then unrelated."""
+        nx = 1 << 63
+
+        def entries(address: int) -> list[int]:
+            raw = self.inferior.read_memory(address, PAGE).tobytes()
+            return [int.from_bytes(raw[i:i + 8], "little") for i in range(0, PAGE, 8)]
+
+        kernel, mine = entries(self.pgd), entries(user)
+        same_user_half = all(k & ~nx == u & ~nx for k, u in zip(kernel[:256], mine[:256]))
+        present = [sum(e & 1 for e in t[256:]) for t in (kernel, mine)]
+        return same_user_half and any(mine[:256]) and present[0] > present[1]
 
     def forget(self) -> None:
         self._pages.clear()

@@ -304,7 +304,7 @@ WALK = """
 frame = gdb.selected_frame()
 cr3, cr4 = int(frame.read_register("cr3")), int(frame.read_register("cr4"))
 t = GdbTarget()
-t.walk = PageWalk(t.inferior, cr3 & PageWalk.ADDR & ~PageWalk.PTI_USER_BIT, 5 if cr4 & 1 << 12 else 4)
+t.walk = PageWalk(t.inferior, cr3 & PageWalk.ADDR, 5 if cr4 & 1 << 12 else 4)  # kernel mode: its own PGD
 out = []
 command.run(t, ["{pfn}"], out.append)
 print("".join(out), end="")
