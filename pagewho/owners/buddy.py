@@ -25,6 +25,7 @@ Checked on v5.10, v6.1, v6.12 and v7.x Debian cloud kernels.
 
 from __future__ import annotations
 
+import struct
 from typing import Dict, Optional, Tuple
 
 from ..kernel import Kernel
@@ -171,6 +172,8 @@ def _pcp_index(k: Kernel) -> Dict[int, _Pcp]:
         off_zpcp = k.off(Z, "pageset")
         inner = k.off("struct per_cpu_pageset", "pcp")
     off_lists = k.off(P, "lists")
+    off_count = k.off(P, "count")
+    valid = decoder_of(k).memmap.valid
     nlists = (k.member_size(P, "lists") or 16) // 16
     pcptypes = k.enum("MIGRATE_PCPTYPES") or 3
     low_lists = pcptypes * (PAGE_ALLOC_COSTLY_ORDER + 1)
@@ -185,20 +188,32 @@ def _pcp_index(k: Kernel) -> Dict[int, _Pcp]:
             continue
         for cpu, off in percpu_offsets(k).items():
             pcp = ((base + off) & 0xFFFFFFFFFFFFFFFF) + inner
+            # one read per cpu: the count and every list head
+            try:
+                raw = k.read(pcp, off_lists + 16 * nlists)
+            except FaultError:
+                continue
+            count = struct.unpack_from("<i", raw, off_count)[0]
+            if not 0 < count <= MAX_PCP_PAGES:
+                continue  # empty, or not a per_cpu_pages
             for i in range(nlists):
+                head = pcp + off_lists + 16 * i
+                if struct.unpack_from("<Q", raw, off_lists + 16 * i)[0] == head:
+                    continue  # empty list
                 if nlists <= pcptypes:
                     order = 0
                 elif i < low_lists:
                     order = i // pcptypes
                 else:
                     order = pageblock_order(k)
-                head = pcp + off_lists + 16 * i
                 try:
-                    for node in list_nodes(k, head, MAX_PCP_PAGES - total):
+                    # pcp->count counts pages, so a list has at most count blocks
+                    for node in list_nodes(k, head, min(count, MAX_PCP_PAGES - total)):
                         pfn = k.page_to_pfn(node - off_link)
+                        if pfn is None or not valid(pfn):
+                            break  # not a struct page: corrupt list
                         total += 1
-                        if pfn is not None:
-                            out[pfn] = _Pcp(cpu, z.name, i, order)
+                        out[pfn] = _Pcp(cpu, z.name, i, order)
                 except FaultError:
                     continue
     k.memo["buddy.pcp"] = out

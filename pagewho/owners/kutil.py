@@ -33,18 +33,29 @@ def u64s(k: Kernel, address: int, count: int) -> Tuple[int, ...]:
 
 def list_nodes(k: Kernel, head: int, limit: int = MAX_LIST) -> Iterator[int]:
     """Addresses of the list_head nodes of the list at ``head`` (not ``head``
-    itself), following ``next``; stops at ``head``, at a repeat, at a
-    non-pointer, or after ``limit`` nodes."""
+    itself), following ``next``.
+
+    Stops at ``head``, after ``limit`` nodes, at a repeat, at a non-pointer,
+    and at a node whose ``prev`` does not point back at the node before it:
+    a list_head that is not doubly linked is corrupt (or garbage), and
+    following it further would only read nonsense.
+    """
     seen = {head}
+    last = head
     node = k.u64(head)
     n = 0
     while node != head and n < limit:
         if node in seen or not is_kernel_ptr(node):
             return
+        raw = k.read(node, 16)
+        nxt, prev = struct.unpack("<QQ", raw)
+        if prev != last:
+            return
         seen.add(node)
         yield node
         n += 1
-        node = k.u64(node)
+        last = node
+        node = nxt
 
 
 def possible_cpus(k: Kernel) -> List[int]:
@@ -132,6 +143,10 @@ def map_range(k: Kernel, start: int, end: int, limit: int = 1 << 22) -> Iterator
     mask = (1 << bits) - 1
     start, end = start & mask, ((end - 1) & mask) + 1
 
+    from ..memmap import memmap_of
+
+    valid = memmap_of(k).valid
+
     def canon(v: int) -> int:
         return v | ((1 << 64) - (1 << bits)) if v >> (bits - 1) & 1 else v
 
@@ -165,6 +180,9 @@ def map_range(k: Kernel, start: int, end: int, limit: int = 1 << 22) -> Iterator
                     yield canon(v), (phys + (v - vbase)) >> 12
                     v += 4096
                 continue
+            table_pfn = (entry & _ADDR) >> 12
+            if not valid(table_pfn):
+                continue  # a table outside RAM: corrupt entry
             yield from walk(entry & _ADDR, level - 1, vbase)
 
     yield from walk(top, levels, 0)
