@@ -16,7 +16,12 @@ loading debug info cancel out:
       PageReserved, PageSwapBacked) -- what a drgn script would write;
   (c) crash ``kmem -p`` over all pages (output to /dev/null), with the
       crash build that reads the kernel (the host's, else the forky chroot's,
-      tests/crashtool.py).
+      tests/crashtool.py); one session with ``kmem -p PHYS`` against one
+      with it plus --crash-passes full passes, the difference divided by the
+      passes (crash's start-up varies by about a CPU second run to run).
+
+Times are CPU seconds of the process doing the work (the lab machine runs
+QEMU guests next to it; wall times are printed in brackets).
 
 Prints pages/s of each and the ratios a/b and a/c (how many times faster
 pagewho is per page).  This is not a test: numbers depend on the machine
@@ -162,8 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--vmcore")
     p.add_argument("--vmlinux")
     p.add_argument("--repeat", type=int, default=3, help="runs of each, best kept (default 3)")
-    p.add_argument("--crash-passes", type=int, default=3,
-                   help="full kmem -p passes in crash's timed session (default 3)")
+    p.add_argument("--crash-passes", type=int, default=10,
+                   help="full kmem -p passes in crash's timed session (default 10)")
     p.add_argument("--skip", action="append", default=[], choices=["drgn", "crash"])
     a = p.parse_args(argv)
     if a.worker:

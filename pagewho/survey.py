@@ -1130,7 +1130,8 @@ def summary_text(doc: Dict[str, Any]) -> List[str]:
                   _mib(f["pages"], ps)] for f in d["files"]],
                 ["FILE", "PAGES", "MIB"])
     a = doc["anon"]
-    section("Anonymous memory by process (top %d):" % len(a["processes"]),
+    section("Anonymous memory by the processes sharing its anon_vma (top %d; a parent and the "
+            "children it forked share one):" % len(a["processes"]),
             [[_procs(p["processes"]), str(p["pages"]), _mib(p["pages"], ps)] for p in a["processes"]],
             ["PROCESSES", "PAGES", "MIB"])
     section("Hugetlb:", [["%d KiB" % h["size_kib"], str(h["used"]), str(h["free"]),
