@@ -16,7 +16,9 @@ runs through real and corrupt memory together.  For every mutated pfn:
   "corrupt" with the evidence,
 * and the report renders as text without control characters and as JSON
   that ``json.loads`` accepts; some go through ``command.run`` as a user
-  would type them.
+  would type them;
+* the bulk classifier (``pagewho.scan``, behind ranges and summaries) gives
+  every mutated pfn a kind from ``KINDS`` too.
 
 ``pagewho.text.clean`` and ``to_json`` are fuzzed with arbitrary bytes.
 
@@ -49,7 +51,9 @@ from pagewho.text import clean, to_json
 
 #: struct pages mutated and identified per example, and examples per kernel
 BATCH = 10
-EXAMPLES = int(os.environ.get("PAGEWHO_FUZZ_EXAMPLES", 2600))
+DEFAULT_EXAMPLES = 2600
+#: PAGEWHO_FUZZ_EXAMPLES=N changes it (fewer for a quick look, more for a long soak)
+EXAMPLES = int(os.environ.get("PAGEWHO_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 #: seeds kept per kind
 SEEDS_PER_KIND = 3000
 #: what one pfn may cost (an unbounded walk fails long before)
@@ -255,6 +259,12 @@ class Fuzzer:
                 lines = page_text(r, verbose=True)
                 assert not any(CONTROL.search(line) for line in lines), lines
                 json.loads(to_json(page_dict(r)))
+                # the bulk path (ranges, summaries) classifies it too
+                if i < 3:
+                    t.budget(MAX_READS, MAX_SECONDS)
+                    kinds = [kind for _p, _h, kind in scan(k, pfn, pfn + 1)]
+                    t.budget(None, None)
+                    assert len(kinds) == 1 and kinds[0] in KINDS, (hex(pfn), kinds, mutations)
                 if i == render % len(plan):
                     out: List[str] = []
                     argv = [hex(pfn)] + (["--json"] if render & 1 else ["-v"])
@@ -354,6 +364,8 @@ def test_fuzz_total():
     kernels were fuzzed: a -k selection runs fewer)."""
     if len(COUNTS) < 4:
         pytest.skip("only %d kernels fuzzed in this run: %s" % (len(COUNTS), COUNTS))
+    if EXAMPLES < DEFAULT_EXAMPLES:
+        pytest.skip("PAGEWHO_FUZZ_EXAMPLES=%d: %d struct pages fuzzed" % (EXAMPLES, sum(COUNTS.values())))
     total = sum(COUNTS.values())
     print("\nfuzzed %d struct pages in all: %s" % (total, COUNTS))
     assert total >= TOTAL_WANTED
@@ -362,7 +374,7 @@ def test_fuzz_total():
 # -- kernel strings and JSON -----------------------------------------------------------
 
 
-@settings(max_examples=4000, deadline=None, derandomize=True, database=None)
+@settings(max_examples=2500, deadline=None, derandomize=True, database=None)
 @given(st.binary(max_size=300))
 def test_clean_any_bytes(raw):
     text = clean(raw)
@@ -382,16 +394,20 @@ def test_clean_any_text(s):
     assert all(not (0xD800 <= ord(c) < 0xE000) for c in out)
 
 
+def _containers(children):
+    return (st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+            | st.tuples(children, children))
+
+
 JSONABLE = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 70), 2 ** 70), st.floats(allow_nan=True),
-              st.text(max_size=40), st.binary(max_size=40)),
-    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=10), inner, max_size=5),
-                            st.tuples(inner, inner), st.frozensets(st.integers(0, 99), max_size=4)),
+              st.text(max_size=40), st.binary(max_size=40), st.frozensets(st.integers(0, 99), max_size=4)),
+    _containers,
     max_leaves=30,
 )
 
 
-@settings(max_examples=3000, deadline=None, derandomize=True, database=None)
+@settings(max_examples=800, deadline=None, derandomize=True, database=None)
 @given(JSONABLE, st.sampled_from([0, 2]))
 def test_to_json_any_value(value, indent):
     text = to_json(value, indent=indent)
