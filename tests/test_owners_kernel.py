@@ -177,6 +177,7 @@ def test_pcp_pages_are_on_a_cpu_list_and_unmarked(sample):
     marked = [p for p in idx if p < len(flags) and flags[p] >> KPF_SLAB & 1]
     assert len(marked) <= len(idx) // 50 + 2, marked[:10]
     some = sorted(idx)[:: max(1, len(idx) // 50)]
+    agree = total = 0
     for pfn in some:
         rep = report(sample, pfn)
         if rep.page.refcount:
@@ -184,6 +185,11 @@ def test_pcp_pages_are_on_a_cpu_list_and_unmarked(sample):
         assert rep.owner.kind == "pcp", (pfn, owner_line(rep))
         assert rep.owner.detail["cpu"] in range(64)
         assert "pcp list" in rep.owner.detail["summary"]
+        if rep.owner.detail["list_migratetype"]:
+            # the list a page sits on is its pageblock's type, bar stolen blocks
+            total += 1
+            agree += rep.owner.detail["list_migratetype"] == rep.owner.detail["migratetype"]
+    assert agree >= 0.8 * total, (agree, total)
 
 
 def test_pcp_lists_hold_as_many_pages_as_their_count(sample):

@@ -148,13 +148,15 @@ def _buddy_head(k: Kernel, pfn: int) -> Optional[Tuple[int, int]]:
 
 
 class _Pcp:
-    __slots__ = ("cpu", "zone", "index", "order")
+    __slots__ = ("cpu", "zone", "index", "order", "list_mt")
 
-    def __init__(self, cpu: int, zone: str, index: int, order: int) -> None:
+    def __init__(self, cpu: int, zone: str, index: int, order: int, list_mt: Optional[int] = None) -> None:
         self.cpu = cpu
         self.zone = zone
         self.index = index
         self.order = order
+        #: the migratetype the list is for (mm/page_alloc.c order_to_pindex)
+        self.list_mt = list_mt
 
 
 def _pcp_index(k: Kernel) -> Dict[int, _Pcp]:
@@ -200,10 +202,11 @@ def _pcp_index(k: Kernel) -> Dict[int, _Pcp]:
                 head = pcp + off_lists + 16 * i
                 if struct.unpack_from("<Q", raw, off_lists + 16 * i)[0] == head:
                     continue  # empty list
+                list_mt: Optional[int] = None
                 if nlists <= pcptypes:
-                    order = 0
+                    order, list_mt = 0, i
                 elif i < low_lists:
-                    order = i // pcptypes
+                    order, list_mt = i // pcptypes, i % pcptypes
                 else:
                     order = pageblock_order(k)
                 try:
@@ -213,7 +216,7 @@ def _pcp_index(k: Kernel) -> Dict[int, _Pcp]:
                         if pfn is None or not valid(pfn):
                             break  # not a struct page: corrupt list
                         total += 1
-                        out[pfn] = _Pcp(cpu, z.name, i, order)
+                        out[pfn] = _Pcp(cpu, z.name, i, order, list_mt)
                 except FaultError:
                     continue
     k.memo["buddy.pcp"] = out
@@ -272,12 +275,15 @@ def name_free(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
         block, e = pcp
         owner.kind = "pcp"
         mt = migratetype(k, page.pfn)
-        d.update(cpu=e.cpu, zone=e.zone, list=e.index, order=e.order, block_pfn=block, migratetype=mt)
+        list_mt = None if e.list_mt is None else migratetype_names(k).get(e.list_mt)
+        d.update(cpu=e.cpu, zone=e.zone, list=e.index, list_migratetype=list_mt, order=e.order,
+                 block_pfn=block, migratetype=mt)
         if e.order:
-            text = "page %d of an order-%d block on cpu %d's pcp list %d" % (page.pfn - block, e.order, e.cpu, e.index)
+            text = "page %d of an order-%d block on cpu %d's pcp list %d%s" % (
+                page.pfn - block, e.order, e.cpu, e.index, " (%s)" % list_mt if list_mt else "")
         else:
-            text = "on cpu %d's pcp list %d" % (e.cpu, e.index)
-        d["summary"] = "%s, zone %s, %s" % (text, e.zone, mt or "migratetype ?")
+            text = "on cpu %d's pcp list %d%s" % (e.cpu, e.index, " (%s)" % list_mt if list_mt else "")
+        d["summary"] = "%s, zone %s, pageblock %s" % (text, e.zone, mt or "migratetype ?")
         return
     zone = _zone_name(k, page.pfn)
     d["zone"] = zone
