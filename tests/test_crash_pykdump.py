@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import List
@@ -276,6 +277,29 @@ def test_same_answers_as_command_line(crash_session, cli_target):
     assert doc["kernel"] == cli_target.release()
     assert len(doc["pages"]) + len(doc["errors"]) == len(pfns)
     assert standin.STATE.used <= DOCUMENTED
+
+
+def _untimed(text: str) -> str:
+    """A summary without its run time (the only part allowed to differ)."""
+    text = re.sub(r"classified in [0-9.]+ s", "classified in T s", text)
+    return re.sub(r'"seconds": [0-9.]+', '"seconds": T', text)
+
+
+def test_summary_and_address_forms_same_as_command_line(crash_session, cli_target):
+    k = kernel_of(cli_target)
+    pfn = pfns_for(crash_session, cli_target)[0]
+    forms = [
+        ["--summary"],
+        ["--summary", "--json"],
+        ["-p", "%#x" % ((pfn << k.page_shift) + 0x123)],
+        ["-a", "%#x" % (k.page_offset + (pfn << k.page_shift))],
+        ["--page", "%#x" % k.pfn_to_page(pfn)],
+        ["-v", "-l", "%#x-%#x" % (pfn, pfn + 3)],
+    ]
+    for args in forms:
+        want = _untimed(cli(cli_target, args))
+        assert want.strip() and "Traceback" not in want
+        assert _untimed(standin.command("pagewho " + " ".join(args))) == want, args
 
 
 def test_help_and_registration(crash_session):
