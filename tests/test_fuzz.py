@@ -6,7 +6,8 @@ reserved, ...) are the seeds.  Hypothesis mutates them -- random bytes, bit
 flips in flags / page_type / compound_head / mapping / private, compound
 heads pointing at themselves, at each other (a loop), at garbage or far
 away, absurd compound orders, mappings pointing at garbage, at the struct
-page itself or into a cycle, page_type values of other kinds -- and lays
+page itself, into a cycle or into a long real list (a buddy free list),
+page_type values of other kinds -- and lays
 them over the real dump (tests/overlay.py), so every walk pagewho makes
 runs through real and corrupt memory together.  For every mutated pfn:
 
@@ -112,6 +113,7 @@ class Fuzzer:
         types = d.types
         self.type_values = sorted(set(types.exact) | {b << 24 for b in types.names_by_byte}) or [0xFFFFFF7F]
         self.head_bit = d.PG_head
+        self.free_lists = dict(self.seeds).get("buddy", [])[:64]
         self.pages = 0
         self.identified = 0
 
@@ -205,6 +207,16 @@ class Fuzzer:
         elif op == "whole":
             _, data = mutation
             buf[:size] = (data * (size // max(1, len(data)) + 1))[:size]
+        elif op == "list":
+            # a pointer into a long real list: a buddy free list runs through
+            # the lru of thousands of struct pages, so a walker that starts
+            # there has a long way to go unless it checks what it walks
+            _, name, value, length = mutation
+            off, width = self.field(name)
+            if width == 8 and self.free_lists:
+                lru = k.pfn_to_page(self.free_lists[value % len(self.free_lists)]) + self.d.off_lru
+                ptr = lru - 8 * (length % 20) | (length >> 5 & 3)
+                struct.pack_into("<Q", buf, off, ptr)
 
     def impossible_head(self, pfn: int, buf: bytes) -> bool:
         """A tail page whose compound head cannot be its head: not a struct
@@ -300,7 +312,7 @@ HEADS = ("self", "loop", "after", "far", "vmemmap_odd", "garbage")
 MAPPINGS = ("self", "cycle", "into_page", "poison", "garbage")
 SPECIAL = (0, 1, 2, 3, 2 ** 64 - 1, 2 ** 63, 0xFFFFFFFF, 0x7FFFFFFF, 0xDEAD000000000100,
            0xDEAD000000000122, 0xFFFF800000000000)
-OPS = ("bytes", "flip", "set", "set_special", "type", "head", "order", "mapping", "whole")
+OPS = ("bytes", "flip", "set", "set_special", "type", "head", "order", "mapping", "whole", "list")
 
 
 def decode_case(raw: bytes) -> Tuple[int, int, List[tuple]]:
@@ -328,6 +340,8 @@ def decode_case(raw: bytes) -> Tuple[int, int, List[tuple]]:
             mutations.append(("order", sub, length))
         elif op == "mapping":
             mutations.append(("mapping", MAPPINGS[sub % len(MAPPINGS)], value & 0xFFFF))
+        elif op == "list":
+            mutations.append(("list", FIELDS[sub % len(FIELDS)], value, length))
         else:
             mutations.append(("whole", data))
     return kind_i, pfn_i, mutations
