@@ -35,6 +35,7 @@ from crash_common import (
 )
 
 sys.path.insert(0, STANDIN)
+import crash  # noqa: E402  (the stand-in's)
 import standin  # noqa: E402
 
 from pagewho import command  # noqa: E402
@@ -407,6 +408,25 @@ def test_survives_what_other_programs_leave_behind(crash_session, cli_target, mo
     assert standin.command(good) == want
     monkeypatch.setitem(sys.modules, "pagewho", types.ModuleType("pagewho"))
     assert standin.command(good) == want
+
+
+def test_error_lines_carry_no_escape_sequences(crash_session, cli_target, monkeypatch):
+    """Whatever text an error carries (kernel strings end up in messages), the
+    crash prompt gets one printable line."""
+    adapter = _adapter()
+    real = adapter.command.run
+    for exc in (RuntimeError("\x1b[2J\x1b]0;owned\x07evil\nsecond line\r"),
+                crash.error("readmem \x1b[31mred\x1b[0m\n")):
+        def boom(target, argv, write, _e=exc):
+            raise _e
+
+        monkeypatch.setattr(adapter.command, "run", boom)
+        out = standin.command("pagewho 1")
+        _assert_one_error_line(out, repr(exc))
+        assert all(c.isprintable() for c in out[:-1]), repr(out)
+    monkeypatch.setattr(adapter.command, "run", real)
+    good = "pagewho %#x" % pfns_for(crash_session, cli_target)[0]
+    assert standin.command(good).startswith("pfn %#x" % pfns_for(crash_session, cli_target)[0])
 
 
 def test_cache_reused_for_the_same_dump(crash_session, cli_target):
