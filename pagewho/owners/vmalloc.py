@@ -46,7 +46,8 @@ VM_USERMAP = 0x8
 
 #: callers that allocate kernel stacks (alloc_thread_stack_node is often
 #: inlined into dup_task_struct/copy_process/kernel_clone)
-STACK_CALLERS = ("alloc_thread_stack_node", "dup_task_struct", "copy_process", "kernel_clone", "_do_fork")
+STACK_CALLERS = ("alloc_thread_stack_node", "dup_task_struct", "copy_process", "kernel_clone", "_do_fork",
+                 "fork_idle")
 
 
 class Area:
@@ -329,7 +330,15 @@ def name_area(k: Kernel, page: Page, owner: Owner, area: Area, index: Optional[i
     d["vm_flags"] = area.flags
     if index is not None:
         d["page_index"] = index
-    what = "per-cpu chunk" if owner.kind == "percpu" else "vmalloc area"
+    what = "vmalloc area"
+    if owner.kind == "percpu":
+        # pcpu_get_vm_areas maps the units of a chunk; other pcpu_* callers
+        # (pcpu_mem_zalloc inlined into pcpu_create_chunk, ...) hold its bitmaps
+        if (area.caller_name or "").startswith("pcpu_get_vm_areas"):
+            what = "per-cpu chunk"
+        else:
+            what = "per-cpu allocator metadata"
+        d["percpu_part"] = what
     d["summary"] = "%s %#x-%#x (%d pages) from %s%s" % (
         what, area.addr, area.addr + area.size, area.nr_pages or (area.size >> k.page_shift),
         d["caller"] or "?", "" if index is None else ", page %d" % index)
