@@ -37,11 +37,17 @@ TIMEOUT = int(os.environ.get("PAGEWHO_CRASH_TIMEOUT", "900"))
 _targets: Dict[str, object] = {}
 
 
+def _dump_id(vmcore: str) -> str:
+    st = os.stat(vmcore)
+    return "%s@%d" % (vmcore, st.st_mtime_ns)
+
+
 def _target(s, vmcore):
-    if vmcore not in _targets:
+    key = _dump_id(vmcore)  # a rebuilt sample is another dump
+    if key not in _targets:
         _targets.clear()  # one dump's model in memory at a time
-        _targets[vmcore] = drgn_target(s, vmcore)
-    return _targets[vmcore]
+        _targets[key] = drgn_target(s, vmcore)
+    return _targets[key]
 
 
 def split_marked(out: str, n: int) -> List[str]:
@@ -140,6 +146,7 @@ class CrashRun:
 
     def __init__(self, build: str, s) -> None:
         self.vmcore = vmcore_of(s)
+        self.dump_id = _dump_id(self.vmcore)
         self.t = _target(s, self.vmcore)
         self.k = kernel_of(self.t)
         self.release = self.t.release()
@@ -156,6 +163,8 @@ class CrashRun:
         except crashtool.CrashUnavailable as e:
             self.skip = "%s cannot read %s: %s" % (self.version, self.release, e)
             return
+        # crash and pagewho must have read the same file
+        assert _dump_id(self.vmcore) == self.dump_id, "the sample was rebuilt during the test"
         self.parts = split_marked(out, len(commands))
         release = parse_release(self.parts[0])
         if release is None:
@@ -178,7 +187,7 @@ def crash_run(build: str, s) -> CrashRun:
     why = crashtool.available(build)
     if why:
         pytest.skip("crash (%s) unavailable: %s" % (build, why))
-    key = (build, vmcore_of(s))
+    key = (build, _dump_id(vmcore_of(s)))
     if key not in _runs:
         _runs.clear()
         _runs[key] = CrashRun(build, s)
