@@ -67,6 +67,7 @@ class _State:
         self.prog: Optional[drgn.Program] = None
         self.vmcore = ""
         self.vmlinux = ""
+        self.partial = False
         self.release = ""
         self.commands: Dict[str, Tuple[str, str, str, str]] = {}
         self.aliases: Set[str] = set()
@@ -98,6 +99,8 @@ def open_dump(vmcore: str, vmlinux: str) -> None:
     STATE.prog = prog
     STATE.vmcore = os.path.abspath(vmcore)
     STATE.vmlinux = os.path.abspath(vmlinux)
+    with open(vmcore, "rb") as f:
+        STATE.partial = f.read(8) in (b"KDUMP   ", b"makedump")  # kdump-compressed
     try:
         STATE.release = prog["UTS_RELEASE"].string_().decode()
     except (KeyError, LookupError):

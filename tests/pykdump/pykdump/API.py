@@ -219,7 +219,8 @@ class _SysInfo:
         standin.STATE.used.add("sys_info." + name)
         st = standin.STATE
         if name == "DUMPFILE":
-            return st.vmcore
+            # crash's "sys" marks a filtered (makedumpfile) dump
+            return st.vmcore + ("  [PARTIAL DUMP]" if st.partial else "")
         release = st.release
         if name == "RELEASE":
             return release
