@@ -332,6 +332,13 @@ def test_pykdump_strips_its_options(crash_session, tmp_path):
     assert out == "['0x10', '--json', '-l']\n"
 
 
+def test_epython_without_registration(crash_session, cli_target, monkeypatch):
+    """docs/crash.md: "epython .../crashext/pagewho.py PFN" works without register.py."""
+    monkeypatch.delenv("PYKDUMPPATH")
+    pfn = pfns_for(crash_session, cli_target)[0]
+    assert standin.command("epython %s %#x" % (PROGRAM, pfn)) == cli(cli_target, [hex(pfn)])
+
+
 def test_program_found_only_through_pykdumppath(crash_session, monkeypatch):
     monkeypatch.delenv("PYKDUMPPATH")
     assert standin.command("pagewho 1") == " Cannot find the program <pagewho>\n"
