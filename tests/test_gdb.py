@@ -63,12 +63,13 @@ needs_gdb = pytest.mark.skipif(GDB is None, reason="gdb is not installed (script
 
 # ---------------------------------------------------------------- running gdb
 
-def run_gdb(vmlinux, commands, core=None, timeout=GDB_TIMEOUT):
+def run_gdb(vmlinux, commands, core=None, timeout=GDB_TIMEOUT, notes=None):
     """Run ``gdb -batch`` with the plugin sourced and ``commands`` one by one;
     return each command's output (stdout and stderr, in order).
 
     gdb goes on after a failing -ex command, so one session checks that a
-    command still works after an error.
+    command still works after an error.  The plugin's KASLR notes go to
+    ``notes`` (a list) when given.
     """
     args = [GDB, "-batch", "-nx", "-iex", "set pagination off", "-iex", "set width 0",
             "-iex", "set confirm off", "-ex", f"source {PLUGIN}"]
@@ -89,6 +90,8 @@ def run_gdb(vmlinux, commands, core=None, timeout=GDB_TIMEOUT):
     parts = text.split(f"\n{MARK}\n")
     assert len(parts) == len(commands) + 2, f"gdb output not in {len(commands)} parts:\n{text[-3000:]}"
     assert "Traceback" not in text, f"a Python traceback reached gdb:\n{text[-3000:]}"
+    if notes is not None:
+        notes += re.findall(r"^pagewho: KASLR:.*$", text, re.MULTILINE)
     return [_drop_kaslr_note(p) for p in parts[1:-1]]
 
 
@@ -313,8 +316,9 @@ print("".join(out), end="")
 
 def run_named(vmlinux, named, core=None):
     """run_gdb over (name, command) pairs; returns name -> output."""
-    out = run_gdb(vmlinux, [c for _, c in named], core=core)
-    return dict(zip([n for n, _ in named], out))
+    notes = []
+    out = run_gdb(vmlinux, [c for _, c in named], core=core, notes=notes)
+    return {**dict(zip([n for n, _ in named], out)), "kaslr-notes": notes}
 
 
 @pytest.fixture(scope="module", params=SUITES)
@@ -362,6 +366,10 @@ def kernel(request, tmp_path_factory):
             ("walk", python(WALK.format(pfn=one))),
             ("phys-mode", "maint packet qqemu.PhyMemMode"),
             ("dump", f"monitor dump-guest-memory -p {dump}"),
+            # the command the KASLR note suggests, with the offset the guest itself saw
+            ("relocate", f"symbol-file -o {g.truth['kaslr']['offset']:#x} {g.vmlinux}"),
+            ("gdb-print", "print init_uts_ns.name.release"),
+            ("relocated", f"pagewho {one}"),
             ("detach", "detach"),
         ])
         live_s = time.monotonic() - t0
@@ -520,6 +528,20 @@ def test_kernel_page_walk_reads_the_same(kernel):
     live = kernel["live"]
     assert live["walk"] == live["report"]
     assert 'received: "0"' in live["phys-mode"]
+
+
+@needs_gdb
+def test_kaslr_note_gives_the_guests_offset(kernel):
+    """Once per session, one line with the exact symbol-file command; its
+    offset is the one the guest itself saw (kallsyms _text - System.map),
+    and after it gdb's own print works and pagewho answers the same."""
+    live, offset = kernel["live"], kernel["truth"]["kaslr"]["offset"]
+    assert offset, "the lab's guests run with KASLR"
+    assert len(live["kaslr-notes"]) == 1, live["kaslr-notes"]
+    note = live["kaslr-notes"][0]
+    assert note.endswith(f"for gdb itself: symbol-file -o {offset:#x} {kernel['vmlinux']}"), note
+    assert f'"{kernel["truth"]["release"]}"' in live["gdb-print"], live["gdb-print"]
+    assert live["relocated"] == live["report"]
 
 
 @needs_gdb
