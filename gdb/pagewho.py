@@ -558,9 +558,11 @@ _ran = False  # the inferior ran since _target was made
 _last_slide: int | None = None  # a hint: the guest usually keeps its KASLR slide
 
 
-def _key() -> tuple[int, int | None]:
-    inf = gdb.selected_inferior()
-    return inf.num, inf.connection_num
+def _key() -> tuple[int, int | None, int | None]:
+    """What a target is good for: an inferior, its connection, and the vCPU
+    (gdb thread) whose page tables the gdbstub reads through."""
+    inf, thread = gdb.selected_inferior(), gdb.selected_thread()
+    return inf.num, inf.connection_num, None if thread is None else thread.num
 
 
 def target() -> GdbTarget:
