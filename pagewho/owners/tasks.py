@@ -54,15 +54,22 @@ def list_nodes(k: Kernel, head: int, limit: int = MAX_NODES) -> Iterator[int]:
 
 
 def hlist_nodes(k: Kernel, head: int, limit: int = MAX_NODES) -> Iterator[int]:
-    """The hlist_node addresses of the hlist_head at ``head`` (bounded)."""
+    """The hlist_node addresses of the hlist_head at ``head`` (bounded).
+    Stops at a node whose ``pprev`` does not point back at the pointer that
+    led to it: corrupt, or not an hlist (a garbage head inside the memmap
+    would otherwise follow struct page lru chains for ``limit`` nodes)."""
     seen: Set[int] = set()
+    link = head  # the address of the pointer that leads to node
     node = k.u64(head)
     while node and len(seen) < limit:
         if node in seen or not is_kernel_ptr(node):
             return
+        nxt, pprev = struct.unpack("<QQ", k.read(node, 16))  # hlist_node: next, pprev
+        if pprev != link:
+            return
         seen.add(node)
         yield node
-        node = k.u64(node)
+        link, node = node, nxt
 
 
 def rb_nodes(k: Kernel, root: int, limit: int = MAX_NODES) -> Iterator[int]:
