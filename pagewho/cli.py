@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from .command import make_parser, run
 from .target import TargetError
+from .text import clean
 
 
 def _split_args(argv: List[str]) -> argparse.Namespace:
@@ -61,12 +62,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stderr.write("pagewho: drgn is not installed (pip install drgn)\n")
         return 2
     try:
+        # Ctrl-C while drgn loads the debug info (seconds) is an interrupt too
         target = DrgnTarget.open(ns.vmcore, ns.vmlinux)
-    except TargetError as e:
-        sys.stderr.write("pagewho: %s\n" % e)
-        return 1
-    try:
         return run(target, ns.rest, write)
+    except TargetError as e:
+        sys.stderr.write("pagewho: %s\n" % clean(str(e)))
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("pagewho: interrupted\n")
         return 130
