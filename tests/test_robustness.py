@@ -547,6 +547,21 @@ def test_ctrl_c(sample, monkeypatch, capsys, phase):
             assert rc == 0 and "pages classified" in text
 
 
+def test_ctrl_c_while_loading(sample_bookworm, monkeypatch, capsys):
+    """Ctrl-C while drgn loads the debug info (it takes seconds)."""
+    s = sample_bookworm
+
+    def interrupted(cls, vmcore, vmlinux):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DrgnTarget, "open", classmethod(interrupted))
+    rc, text = cli_run(capsys, ["--vmcore", str(s.vmcore_elf), "--vmlinux", str(s.vmlinux), "0x1000"])
+    one_line(rc, text, 130, "pagewho: interrupted")
+    monkeypatch.undo()
+    rc, text = cli_run(capsys, ["--vmcore", str(s.vmcore_elf), "--vmlinux", str(s.vmlinux), hex(good_pfn(s))])
+    assert rc == 0 and text.startswith("pfn ")
+
+
 def test_ctrl_c_reaches_the_front_end(sample):
     """command.run lets KeyboardInterrupt through (the front end owns it:
     the CLI exits 130, gdb and crash return to their prompt)."""
