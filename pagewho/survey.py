@@ -140,6 +140,8 @@ class FastScan:
             self.index.update(build(k))
         self.index_pfns = sorted(self.index)
         self.buddy_end = -1
+        #: (tail row without its head, head row) -> (kind id, key)
+        self.canon: Dict[Tuple[bytes, bytes], Tuple[int, Any]] = {}
         #: decoded compound heads of the current chunk, for learning
         self._heads: Dict[Any, Any] = {}
 
@@ -296,7 +298,7 @@ class FastScan:
             where = [i for a, e in segs for i in range(a, e)] if uniform else range(n)
             rep = dict(zip(sigs, where))
             for s in rep.keys() - kid.keys():
-                self._learn(s, c, rep[s], n, buf)
+                self._learn(s, c, rep[s], n, buf, rows, slow)
             kr = bytearray(map(kid.__getitem__, sigs))
         # pages per signature, for the kinds grouped by owner only
         counts = Counter(compress(sigs, kr.translate(keyed)))
@@ -309,7 +311,7 @@ class FastScan:
             for a, e in uniform:
                 sig = (bytes(rows[a * rl:(a + 1) * rl]),)
                 if sig not in kid:
-                    self._learn(sig, c, a, n, buf)
+                    self._learn(sig, c, a, n, buf, rows, slow)
                 x = kid[sig]
                 kinds[a:e] = bytes((x,)) * (e - a)
                 if keyed[x]:
@@ -551,8 +553,28 @@ class FastScan:
         cache[key] = head
         return page, head
 
-    def _learn(self, sig: tuple, c: int, i: int, n: int, buf: bytes) -> None:
-        """Classify a new signature from one page that has it."""
+    def _learn(self, sig: tuple, c: int, i: int, n: int, buf: bytes,
+               rows: Optional[bytearray] = None, slow: Optional[List[int]] = None) -> None:
+        """Classify a new signature from one page that has it.
+
+        A tail page's signature holds its head, so every compound page has
+        signatures of its own.  What classify() reads of a tail is in the
+        tail's row, and what it reads of the head is in the head's row; so a
+        tail whose head was decoded from this chunk is looked up by (its
+        row without the head, the head's row) first, and decoded only when
+        that pair is new.
+        """
+        canon = None
+        row = sig[0]
+        if rows is not None and len(row) >= 24 and row[16] & 1:
+            hp = self.k.page_to_pfn(_U64.unpack_from(row, 16)[0] - 1)
+            rl = len(row)
+            if hp is not None and c <= hp < c + i and (not slow or hp - c not in slow):
+                canon = (row[:16] + bytes(8) + row[24:], bytes(rows[(hp - c) * rl:(hp - c + 1) * rl]))
+                got = self.canon.get(canon)
+                if got is not None:
+                    self.kid[sig], self.key[sig] = got
+                    return
         page, head = self._decode_exact(c, i, n, buf)
         # the signature says nothing about the pfn: only the zero page's
         # pfn matters to classify(), and the zero page is handled apart
@@ -564,6 +586,8 @@ class FastScan:
         page.pfn = c + i
         self.kid[sig] = self._id(kind)
         self.key[sig] = self._key(kind, page, head, buf, c)
+        if canon is not None and head is not page and head.is_head and head.pfn == hp:
+            self.canon[canon] = (self.kid[sig], self.key[sig])
 
     def _key(self, kind: str, page: Page, head: Page, buf: bytes = b"", c: int = 0) -> Any:
         """What the summary groups pages of this signature by."""
