@@ -620,3 +620,15 @@ def test_namers_survive_garbage_kernel_memory(sample):
         assert time.monotonic() - t0 < 20, (pfn, rep.owner)
         assert isinstance(rep.owner.detail, dict)
         to_json(page_dict(rep))
+
+
+def test_vm_map_ram_area_without_vm_struct_is_named(sample):
+    from pagewho.owner import Owner
+    from pagewho.owners import vmalloc
+
+    k, page = _page_like(sample)
+    area = vmalloc.Area(0, k.vmalloc_start + (1 << 30), k.vmalloc_start + (1 << 30) + 4 * k.page_size)
+    owner = Owner("unknown")
+    assert vmalloc.name_area(k, page, owner, area, 2)
+    assert owner.kind == "vmalloc" and owner.detail["caller"] == "vm_map_ram"
+    assert owner.detail["summary"].endswith("(no vm_struct, so no caller), page 2")

@@ -192,6 +192,12 @@ def _pfn_index(k: Kernel) -> Dict[int, Tuple[Area, int]]:
     for a in areas(k):
         pages = a.pages
         if not a.vm:
+            # vm_map_ram() areas have no vm_struct; their pages are only
+            # in the page tables
+            if pt_budget > 0 and a.end - a.start <= 1 << 30:
+                for vaddr, pfn in map_range(k, a.start, a.end, pt_budget):
+                    pt_budget -= 1
+                    out.setdefault(pfn, (a, (vaddr - a.start) >> k.page_shift))
             continue
         npages = a.size >> k.page_shift
         if pages and is_kernel_ptr(pages) and 0 < a.nr_pages <= npages:
@@ -305,6 +311,16 @@ def _thread_size(k: Kernel) -> int:
 def name_area(k: Kernel, page: Page, owner: Owner, area: Area, index: Optional[int]) -> bool:
     """Fill ``owner`` for a page of ``area``; True if it did."""
     d = owner.detail
+    if not area.vm:
+        owner.kind = "vmalloc"
+        d["range"] = "%#x-%#x" % (area.start, area.end)
+        d["size"] = area.end - area.start
+        d["caller"] = "vm_map_ram"
+        if index is not None:
+            d["page_index"] = index
+        d["summary"] = "vm_map_ram area %#x-%#x (no vm_struct, so no caller)%s" % (
+            area.start, area.end, "" if index is None else ", page %d" % index)
+        return True
     task = stacks(k).get(area.addr)
     hint = area.kind_hint()
     if task is not None or (hint == "kstack" and area.size - k.page_size <= _thread_size(k)):
