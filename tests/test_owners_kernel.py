@@ -148,6 +148,7 @@ def test_free_pages_inside_buddy_blocks_are_found(sample):
             d = rep.owner.detail
             assert d["block_pfn"] <= pfn < d["block_pfn"] + (1 << d["order"])
             assert d["migratetype"] and d["zone"], d
+            assert not rep.owner.notes, (pfn, rep.owner.notes)
         elif rep.owner.kind not in ("pcp",):
             odd.append((pfn, owner_line(rep)))
     total = sum(kinds.values())
@@ -163,6 +164,9 @@ def test_buddy_block_orders_match_buddyinfo_shape(sample):
         d = report(sample, pfn).owner.detail
         if "block_pfn" in d:
             heads.add((d["block_pfn"], d["order"]))
+    for head, _order in sorted(heads)[:200]:
+        rep = report(sample, head)
+        assert rep.owner.detail["where"] == "block head" and not rep.owner.notes, (head, rep.owner)
     assert heads
     for head, order in heads:
         assert head % (1 << order) == 0

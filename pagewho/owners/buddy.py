@@ -147,6 +147,20 @@ def _buddy_head(k: Kernel, pfn: int) -> Optional[Tuple[int, int]]:
     return None
 
 
+def _linked(k: Kernel, page: Page) -> bool:
+    """Whether a buddy head's list_head (buddy_list, lru before v6.1) sits
+    in a doubly linked list: next->prev and prev->next point back at it."""
+    off = k.off_opt("struct page", "buddy_list")
+    if off is None:
+        off = k.off("struct page", "lru")
+    node = page.address + off
+    nxt, prev = struct.unpack("<QQ", k.read(node, 16))
+    try:
+        return k.u64(nxt + 8) == node and k.u64(prev) == node
+    except FaultError:
+        return False
+
+
 class _Pcp:
     __slots__ = ("cpu", "zone", "index", "order", "list_mt")
 
@@ -255,6 +269,9 @@ def name_buddy(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     where = d.get("where", "block head")
     if where == "block head":
         text = "head of a free order-%d block (%d pages)" % (order, 1 << order)
+        if not _linked(k, page):
+            owner.notes.append("marked buddy but not linked into a free list (being split or merged, "
+                               "or corrupt)")
     else:
         text = "page %d of the free order-%d block at pfn %#x" % (page.pfn - block, order, block)
     d["summary"] = "%s, %s, zone %s" % (text, mt or "migratetype ?", zone or "?")
