@@ -33,9 +33,11 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
+sys.path.insert(0, str(REPO / "vmcores-sample"))
+import lab  # noqa: E402  (the sample lab; tests/conftest.py imports it too)
+
 PLUGIN = REPO / "gdb" / "pagewho.py"
 GDB = shutil.which("gdb")
-SUITES = ("bullseye", "bookworm", "trixie", "forky")
 GDB_TIMEOUT = 900  # one gdb session: loading a vmlinux's DWARF takes seconds, a dump more
 CLI_TIMEOUT = 600
 MARK = "@@pagewho-test@@"
@@ -134,17 +136,6 @@ def run_cli(vmcore, vmlinux, argv):
                         "--vmlinux", str(vmlinux), *argv],
                        cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     return r.stdout
-
-
-def lab():
-    path = REPO / "vmcores-sample"
-    if not (path / "lab.py").exists():
-        pytest.skip("vmcores-sample/lab.py not present")
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-    import lab as lab_module
-
-    return lab_module
 
 
 def planted(truth):
@@ -321,7 +312,7 @@ def run_named(vmlinux, named, core=None):
     return {**dict(zip([n for n, _ in named], out)), "kaslr-notes": notes}
 
 
-@pytest.fixture(scope="module", params=SUITES)
+@pytest.fixture(scope="module", params=lab.SUITES)
 def kernel(request, tmp_path_factory):
     """Everything the tests compare, for one sample kernel.
 
@@ -332,11 +323,10 @@ def kernel(request, tmp_path_factory):
     """
     if GDB is None:
         pytest.skip("gdb is not installed")
-    mod = lab()
     suite = request.param
     work = tmp_path_factory.mktemp(f"gdb-{suite}")
     dump = work / "paging.elf"
-    with mod.live_guest(suite) as g:
+    with lab.live_guest(suite) as g:
         plants = planted(g.truth)
         assert plants, f"{suite}: the guest's truth has no planted pages"
         pfns = [f"{pfn:#x}" for _, pfn in plants]
@@ -585,22 +575,13 @@ def test_no_write_path():
 
 
 @needs_gdb
-def test_bare_vmlinux_says_what_to_do(tmp_path):
+def test_bare_vmlinux_says_what_to_do(sample_bookworm):
     """gdb with only a vmlinux (e.g. after failing to open a kdump-compressed
     dump) must not answer from the file's own bytes."""
-    vmlinux = _any_vmlinux()
-    out = run_gdb(vmlinux, ["pagewho 0x1000", "print 1 + 1"])
+    out = run_gdb(sample_bookworm.vmlinux, ["pagewho 0x1000", "print 1 + 1"])
     assert out[0].strip().startswith("pagewho: no kernel memory")
     assert "kdump-compressed" in out[0] and len(out[0].strip().splitlines()) == 1
     assert "$1 = 2" in out[1]
-
-
-def _any_vmlinux():
-    cache = Path.home() / ".cache" / "pagewho" / "vmcores"
-    found = sorted(cache.glob("*/vmlinux")) if cache.exists() else []
-    if not found:
-        pytest.skip("no sample vmlinux in ~/.cache/pagewho/vmcores")
-    return found[0]
 
 
 @needs_gdb
@@ -653,7 +634,7 @@ def test_user_mode_under_pti(tmp_path):
     for tool in ("qemu-system-x86_64", "cpio", "busybox"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (scripts/setup)")
-    release, kdir = lab().kernel("bookworm")
+    release, kdir = lab.kernel("bookworm")
     root = tmp_path / "root"
     for d in ("bin", "proc", "dev"):
         (root / d).mkdir(parents=True)
