@@ -213,6 +213,11 @@ def name_slab(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
     d["objects"] = objects
     d["inuse"] = inuse
     d["frozen"] = frozen
+    if objects * c.size > d["slab_pages"] << k.page_shift:
+        owner.notes.append("%d objects of %d B do not fit in the slab's %d pages: corrupt counters, "
+                           "or a cache pointer that is not this slab's" % (objects, c.size, d["slab_pages"]))
+        d["summary"] = "cache %s (%d B objects), slab counters inconsistent" % (c.name, c.object_size)
+        return
     if _kfence_page(k, page.pfn, objects, c):
         # mm/kfence/core.c: one object per guarded page, placed at either end
         d["kfence"] = True
