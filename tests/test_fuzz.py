@@ -23,6 +23,9 @@ runs through real and corrupt memory together.  For every mutated pfn:
 
 ``pagewho.text.clean`` and ``to_json`` are fuzzed with arbitrary bytes.
 
+The summary path (pagewho.survey) gets the same corrupt pages, ten to a
+window of 1024 pfns.
+
 Deterministic (derandomize) and bounded (max_examples): about 26,000
 struct pages per kernel, over 100,000 for the four sample kernels.
 """
@@ -34,7 +37,7 @@ import os
 import random
 import re
 import struct
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -232,9 +235,22 @@ class Fuzzer:
     def run(self, cases, render: int) -> None:
         t, k, size = self.t, self.k, self.size
         t.clear()
+        plan = self.lay(cases)
+        # judged on what the overlay finally shows (cases may overlap)
+        plan = [(pfn, self.impossible_head(
+            pfn, t.read(k.pfn_to_page(pfn), 2 * size if self.mm.valid(pfn + 1) else size)), mutations)
+            for pfn, mutations in plan]
+        self.check(plan, render)
+
+    def lay(self, cases, window: Optional[int] = None) -> List[Tuple[int, List[tuple]]]:
+        """Mutate the cases' struct pages over the real ones: at their seed
+        pfns, or packed into the 1024 pfns from ``window``."""
+        t, k, size = self.t, self.k, self.size
         plan = []
         for kind_i, pfn_i, mutations in cases:
-            pfn = self.seed(kind_i, pfn_i)
+            pfn = self.seed(kind_i, pfn_i) if window is None else window + pfn_i % 1024
+            if not self.mm.valid(pfn):
+                continue
             # the struct page and, when there is one, page[1]
             has_next = self.mm.valid(pfn + 1)
             buf = bytearray(t.inner.read(k.pfn_to_page(pfn), 2 * size if has_next else size))
@@ -248,10 +264,10 @@ class Fuzzer:
             real_next = t.inner.read(k.pfn_to_page(pfn) + size, size) if has_next else b""
             t.patch(k.pfn_to_page(pfn), bytes(buf) if buf[size:] != real_next else bytes(buf[:size]))
             plan.append((pfn, mutations))
-        # judged on what the overlay finally shows (cases may overlap)
-        plan = [(pfn, self.impossible_head(
-            pfn, t.read(k.pfn_to_page(pfn), 2 * size if self.mm.valid(pfn + 1) else size)), mutations)
-            for pfn, mutations in plan]
+        return plan
+
+    def check(self, plan, render: int) -> None:
+        t, k = self.t, self.k
         try:
             for i, (pfn, bad_head, mutations) in enumerate(plan):
                 t.budget(MAX_READS, MAX_SECONDS)
@@ -371,6 +387,47 @@ def test_fuzz_struct_pages(sample):
     IDENTIFIED[fz.release] = fz.identified
     assert fz.pages >= EXAMPLES * BATCH * 0.9
     print("\n%s: %d struct pages fuzzed (worst pfn: %d reads)" % (fz.release, fz.pages, fz.t.worst_reads))
+
+
+SUMMARY_EXAMPLES = 150
+
+
+def test_fuzz_summary(sample):
+    """The whole-memory path (--summary: pagewho.survey, fast classifier and
+    grouping) over a window of 1024 pfns with ten corrupt struct pages in
+    it: no exception, bounded, kinds from KINDS, text and JSON render."""
+    from pagewho import survey
+
+    fz = fuzzer_of(sample)
+    t, k = fz.t, fz.k
+
+    @settings(max_examples=SUMMARY_EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck), print_blob=True,
+              phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    @given(BATCHES)
+    def check(batch):
+        raw, where = batch
+        cases = [decode_case(raw[i:i + CASE_BYTES]) for i in range(0, len(raw), CASE_BYTES)]
+        window = (fz.seed(cases[0][0], cases[0][1]) & ~511) if where & 1 else (where * 512) % fz.mm.end_pfn
+        t.clear()
+        fz.lay(cases, window)
+        t.budget(200 * MAX_READS, 10 * MAX_SECONDS)
+        try:
+            kinds = [kind for _pfn, kind in survey.fast_kinds(k, window, window + 1024)]
+            assert set(kinds) <= set(KINDS), set(kinds) - set(KINDS)
+            summary = survey.Summary(k)
+            summary.collect(start=window, end=window + 1024)
+            doc = summary.to_dict()
+        except BudgetExceeded as e:
+            raise AssertionError("summary of %#x+1024: unbounded (%s)" % (window, e)) from None
+        finally:
+            t.budget(None, None)
+            t.clear()
+        text = "\n".join(survey.summary_text(doc))
+        assert not CONTROL.search(text), text
+        json.loads(to_json(doc))
+
+    check()
 
 
 def test_fuzz_total():
