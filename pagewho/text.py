@@ -99,7 +99,9 @@ def columns(rows: List[List[str]], headers: List[str]) -> str:
         tabulate = None
     if tabulate is not None:
         return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-    widths = [len(h) for h in headers]
+    # tabulate's "simple" style: a column is at least its header plus two
+    # (MIN_PADDING), and lines carry no trailing blanks
+    widths = [len(h) + 2 for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
