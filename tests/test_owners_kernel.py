@@ -636,3 +636,25 @@ def test_vm_map_ram_area_without_vm_struct_is_named(sample):
     assert vmalloc.name_area(k, page, owner, area, 2)
     assert owner.kind == "vmalloc" and owner.detail["caller"] == "vm_map_ram"
     assert owner.detail["summary"].endswith("(no vm_struct, so no caller), page 2")
+
+
+def test_firmware_reserved_pages_name_their_iomem_range(sample):
+    """Reserved pages outside System RAM carry the /proc/iomem name the
+    guest listed for them (top-level ranges: Reserved, ACPI Tables, ...)."""
+    checked = 0
+    for line in sample.truth["proc"]["iomem"].splitlines():
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) : (.+)", line)  # top level only (no indent)
+        if not m or m.group(3) in ("System RAM",) or m.group(3).startswith("PCI"):
+            continue
+        start = int(m.group(1), 16)
+        pfn = start >> 12
+        try:
+            rep = report(sample, pfn)
+        except TargetError:
+            continue  # no struct page there
+        if rep.owner.kind != "reserved" or rep.owner.detail.get("what") == "kernel image":
+            continue
+        assert rep.owner.detail["what"] == "firmware", (line, rep.owner.detail)
+        assert rep.owner.detail["iomem"] in (m.group(3), "System ROM"), (line, rep.owner.detail)
+        checked += 1
+    assert checked >= 1

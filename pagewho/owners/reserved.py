@@ -28,7 +28,7 @@ from ..memmap import memmap_of
 from ..owner import Owner, register
 from ..page import Page
 from ..target import FaultError
-from .kutil import is_kernel_ptr, map_range
+from .kutil import cstr, is_kernel_ptr, map_range
 
 # (section name, start symbols, end symbols), first found wins; x86-64
 # arch/x86/kernel/vmlinux.lds.S
@@ -115,6 +115,55 @@ def _initrd(k: Kernel) -> Optional[Tuple[int, int]]:
     return pa, pb + 1
 
 
+MAX_RESOURCES = 1 << 14
+
+
+def iomem_ranges(k: Kernel) -> List[Tuple[int, int, int, str]]:
+    """(start, end inclusive, depth, name) of every resource under
+    ``iomem_resource`` (what /proc/iomem lists), walked once, bounded."""
+    memo = k.memo.get("reserved.iomem")
+    if memo is not None:
+        return memo  # type: ignore[return-value]
+    out: List[Tuple[int, int, int, str]] = []
+    root = k.sym_opt("iomem_resource")
+    R = "struct resource"
+    if root is not None and k.sizeof_opt(R):
+        o_start, o_end = k.off(R, "start"), k.off(R, "end")
+        o_name, o_child, o_sib = k.off(R, "name"), k.off(R, "child"), k.off(R, "sibling")
+        seen: Set[int] = set()
+        stack = [(k.u64(root + o_child), 0)]
+        while stack and len(out) < MAX_RESOURCES:
+            node, depth = stack.pop()
+            while is_kernel_ptr(node) and node not in seen and len(out) < MAX_RESOURCES and depth < 16:
+                seen.add(node)
+                try:
+                    start, end = k.u64(node + o_start), k.u64(node + o_end)
+                    name = cstr(k, k.u64(node + o_name), 64) or "?"
+                    child, sib = k.u64(node + o_child), k.u64(node + o_sib)
+                except FaultError:
+                    break
+                out.append((start, end, depth, name))
+                if child:
+                    stack.append((child, depth + 1))
+                node = sib
+    k.memo["reserved.iomem"] = out
+    return out
+
+
+def iomem_name(k: Kernel, phys: int) -> Optional[str]:
+    """The name of the innermost iomem resource overlapping the page at
+    ``phys``, preferring anything over "System RAM" (a page can straddle
+    the edge of a firmware range), or None."""
+    best = None
+    last = phys + k.page_size - 1
+    for start, end, depth, name in iomem_ranges(k):
+        if start <= last and phys <= end:
+            rank = (name != "System RAM", depth)
+            if best is None or rank > best[0]:
+                best = (rank, name)
+    return None if best is None else best[1]
+
+
 def huge_zero_pfn(k: Kernel) -> Optional[int]:
     """Head pfn of the huge zero folio, if one is allocated."""
     memo = k.memo.get("reserved.hzp")
@@ -177,5 +226,12 @@ def name_reserved(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
         d["what"] = "initrd"
         d["summary"] = "initrd (pfns %#x-%#x), still reserved" % (rd[0], rd[1] - 1)
         return
+    res = iomem_name(k, pfn << k.page_shift)
+    d["iomem"] = res
+    if res is not None and res != "System RAM":
+        d["what"] = "firmware"
+        d["summary"] = "firmware range \"%s\" (/proc/iomem), never given to the page allocator" % res
+        return
     d["what"] = "memblock/firmware"
-    d["summary"] = "reserved (memblock/firmware: not managed by the page allocator)"
+    d["summary"] = ("a memblock reservation inside System RAM (early boot allocation, "
+                    "firmware table or a driver's reserve), not managed by the page allocator")
