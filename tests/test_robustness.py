@@ -508,6 +508,25 @@ def test_mismatch_detected_by_the_core(sample):
     still_works(inner, sample)
 
 
+def test_internal_error_is_one_line(sample_bookworm, monkeypatch):
+    """A bug (here: a target method that raises something unexpected) is one
+    line with status 3; PAGEWHO_DEBUG=1 lets the traceback through."""
+
+    class Broken(OverlayTarget):
+        def vmcoreinfo(self):
+            raise RuntimeError("boom \x1b[2J")
+
+    t = Broken(open_sample(sample_bookworm))
+    monkeypatch.delenv("PAGEWHO_DEBUG", raising=False)
+    rc, text = run(t, "0x1000")
+    one_line(rc, text, 3, "pagewho: internal error: RuntimeError: boom \\x1b[2J", "PAGEWHO_DEBUG=1")
+    monkeypatch.setenv("PAGEWHO_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        run(t, "0x1000")
+    monkeypatch.delenv("PAGEWHO_DEBUG")
+    still_works(open_sample(sample_bookworm), sample_bookworm)
+
+
 # -- Ctrl-C ---------------------------------------------------------------------------------
 
 
