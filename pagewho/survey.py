@@ -566,10 +566,10 @@ class FastScan:
         """
         canon = None
         row = sig[0]
-        if rows is not None and len(row) >= 24 and row[16] & 1:
-            hp = self.k.page_to_pfn(_U64.unpack_from(row, 16)[0] - 1)
+        if rows is not None and row[16] & 1:
+            hp, rem = divmod(_U64.unpack_from(row, 16)[0] - 1 - self.k.vmemmap, self.size)
             rl = len(row)
-            if hp is not None and c <= hp < c + i and (not slow or hp - c not in slow):
+            if not rem and c <= hp < c + i and (not slow or hp - c not in slow):
                 canon = (row[:16] + bytes(8) + row[24:], bytes(rows[(hp - c) * rl:(hp - c + 1) * rl]))
                 got = self.canon.get(canon)
                 if got is not None:
