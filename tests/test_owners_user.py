@@ -373,7 +373,12 @@ def test_list_and_hlist_walks_end_on_a_loop():
     # n2 loops back to n1, never to the head
     k = _FakeKernel({head: n1, n1: n2, n2: n1})
     assert list(list_nodes(k, head)) == [n1, n2]
+    # hlist nodes carry pprev (the pointer that leads to them) at +8
+    k = _FakeKernel({head: n1, n1: n2, n1 + 8: head, n2: n1, n2 + 8: n1})
     assert list(hlist_nodes(k, head)) == [n1, n2]
+    # a node whose pprev does not point back ends the walk (not an hlist)
+    k = _FakeKernel({head: n1, n1: n2, n1 + 8: head, n2: n1, n2 + 8: BASE + 0x900})
+    assert list(hlist_nodes(k, head)) == [n1]
 
 
 def test_dentry_walk_ends_on_a_parent_loop():

@@ -64,7 +64,7 @@ def hlist_nodes(k: Kernel, head: int, limit: int = MAX_NODES) -> Iterator[int]:
     while node and len(seen) < limit:
         if node in seen or not is_kernel_ptr(node):
             return
-        nxt, pprev = struct.unpack("<QQ", k.read(node, 16))  # hlist_node: next, pprev
+        nxt, pprev = k.u64(node), k.u64(node + 8)  # hlist_node: next, pprev
         if pprev != link:
             return
         seen.add(node)
