@@ -658,3 +658,19 @@ def test_firmware_reserved_pages_name_their_iomem_range(sample):
         assert rep.owner.detail["iomem"] in (m.group(3), "System ROM"), (line, rep.owner.detail)
         checked += 1
     assert checked >= 1
+
+
+def test_module_memory_names_its_module(sample):
+    k = kernel(sample)
+    loaded = {line.split()[0] for line in sample.truth["proc"]["modules"].splitlines() if line.strip()}
+    assert loaded, "the guest loaded no module"
+    named = set()
+    for start, _end, caller, rest in _vmallocinfo(sample):
+        if "pages=" not in rest or not caller.startswith(("load_module", "move_module", "module_alloc", "execmem_")):
+            continue
+        rep = report(sample, addr_to_pfn(k, start))
+        assert rep.owner.kind == "vmalloc", owner_line(rep)
+        assert rep.owner.detail.get("module") in loaded, (hex(start), caller, rep.owner.detail)
+        assert rep.owner.detail["summary"].startswith("module %s's memory" % rep.owner.detail["module"])
+        named.add(rep.owner.detail["module"])
+    assert named == loaded, (named, loaded)

@@ -50,6 +50,59 @@ STACK_CALLERS = ("alloc_thread_stack_node", "dup_task_struct", "copy_process", "
                  "fork_idle")
 
 
+#: callers that allocate module memory (module_alloc up to v6.9, execmem_* since)
+MODULE_CALLERS = ("load_module", "move_module", "module_alloc", "execmem_", "module_memory_alloc")
+MAX_MODULES = 1 << 14
+
+
+def _module_ranges(k: Kernel) -> List[Tuple[int, int, str]]:
+    """(start, end, name) of every module's memory: ``mod->mem[]`` since
+    v6.4 ("module: introduce module_memory"), ``core_layout`` and
+    ``init_layout`` before.  One bounded walk of the ``modules`` list."""
+    memo = k.memo.get("vmalloc.modules")
+    if memo is not None:
+        return memo  # type: ignore[return-value]
+    out: List[Tuple[int, int, str]] = []
+    head = k.sym_opt("modules")
+    M = "struct module"
+    if head is not None and k.sizeof_opt(M):
+        off_list, off_name = k.off(M, "list"), k.off(M, "name")
+        regions: List[Tuple[int, int]] = []  # (offset of base, offset of size) in struct module
+        off_mem = k.off_opt(M, "mem")
+        if off_mem is not None:
+            mm_size = k.sizeof("struct module_memory")
+            n = (k.member_size(M, "mem") or 0) // mm_size
+            ob, os_ = k.off("struct module_memory", "base"), k.off("struct module_memory", "size")
+            regions = [(off_mem + i * mm_size + ob, off_mem + i * mm_size + os_) for i in range(n)]
+        else:
+            for layout in ("core_layout", "init_layout"):
+                ob = k.off_opt(M, layout + ".base")
+                os_ = k.off_opt(M, layout + ".size")
+                if ob is not None and os_ is not None:
+                    regions.append((ob, os_))
+        for node in list_nodes(k, head, MAX_MODULES):
+            mod = node - off_list
+            try:
+                name = clean(k.cstring(mod + off_name, 56))
+                for ob, os_ in regions:
+                    base = k.u64(mod + ob)
+                    size = k.u32(mod + os_)  # unsigned int in every version
+                    if base and size:
+                        out.append((base, base + size, name))
+            except FaultError:
+                continue
+    k.memo["vmalloc.modules"] = out
+    return out
+
+
+def module_of(k: Kernel, addr: int) -> Optional[str]:
+    """The name of the module whose memory holds ``addr``, or None."""
+    for start, end, name in _module_ranges(k):
+        if start <= addr < end:
+            return name
+    return None
+
+
 class Area:
     """One vmap area and its vm_struct."""
 
@@ -75,6 +128,8 @@ class Area:
             return "percpu"
         if name in STACK_CALLERS:
             return "kstack"
+        if name.startswith(MODULE_CALLERS):
+            return "module"
         return "vmalloc"
 
 
@@ -339,6 +394,9 @@ def name_area(k: Kernel, page: Page, owner: Owner, area: Area, index: Optional[i
             d["page_index"] = index
         return True
     owner.kind = "percpu" if hint == "percpu" else "vmalloc"
+    mod = module_of(k, area.addr) if hint == "module" else None
+    if mod is not None:
+        d["module"] = mod
     d["range"] = "%#x-%#x" % (area.addr, area.addr + area.size)
     d["size"] = area.size
     d["caller"] = area.caller_name or ("%#x" % area.caller if area.caller else None)
@@ -347,6 +405,8 @@ def name_area(k: Kernel, page: Page, owner: Owner, area: Area, index: Optional[i
     if index is not None:
         d["page_index"] = index
     what = "vmalloc area"
+    if mod is not None:
+        what = "module %s's memory, vmalloc area" % mod
     if owner.kind == "percpu":
         # pcpu_get_vm_areas maps the units of a chunk; other pcpu_* callers
         # (pcpu_mem_zalloc inlined into pcpu_create_chunk, ...) hold its bitmaps
