@@ -397,7 +397,18 @@ def _truncated_copy(src: Path, dst: Path, fraction: float) -> Path:
     return dst
 
 
-def test_truncated_elf_vmcore(sample, tmp_path, capsys):
+@pytest.fixture
+def scratch(tmp_path):
+    """tmp_path, emptied afterwards: truncated copies of 1 GiB dumps should
+    not pile up in pytest's kept temporary directories."""
+    yield tmp_path
+    for f in tmp_path.iterdir():
+        if f.is_file():
+            f.unlink()
+
+
+def test_truncated_elf_vmcore(sample, scratch, capsys):
+    tmp_path = scratch
     trunc = _truncated_copy(Path(sample.vmcore_elf), tmp_path / "vmcore.elf", 0.6)
     argv = ["--vmcore", str(trunc), "--vmlinux", str(sample.vmlinux), hex(good_pfn(sample))]
     rc, text = cli_run(capsys, argv)
@@ -410,7 +421,8 @@ def test_truncated_elf_vmcore(sample, tmp_path, capsys):
     still_works(open_sample(sample), sample)
 
 
-def test_truncated_kdump_vmcore(sample, tmp_path, capsys):
+def test_truncated_kdump_vmcore(sample, scratch, capsys):
+    tmp_path = scratch
     if not Path(sample.vmcore_kdump).exists():
         pytest.skip("no kdump-compressed dump for %s" % sample.suite)
     trunc = _truncated_copy(Path(sample.vmcore_kdump), tmp_path / "vmcore.kdump", 0.6)
