@@ -437,6 +437,12 @@ def name_unknown(k: Kernel, page: Page, head: Page, owner: Owner) -> None:
         return
     if name_vmalloc_page(k, page, owner):
         return
+    # page tables the kernel did not mark (pgd pages before ~v6.14, early
+    # kernel tables) are found by walking the tables themselves
+    from .pgtable import name_table_page
+
+    if owner.kind == "unknown" and name_table_page(k, page, head, owner):
+        return
     d = owner.detail
     from .reserved import image_section_of
 
