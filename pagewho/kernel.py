@@ -16,9 +16,11 @@ never serves one dump's model for another.
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, TypeVar
 
 from .target import FaultError, Target, TargetError
+
+T = TypeVar("T")
 
 # x86-64: arch/x86/include/asm/page_64_types.h
 START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -186,6 +188,15 @@ class Kernel:
         if name not in self._sym:
             self._sym[name] = self.target.symbol(name)
         return self._sym[name]
+
+    def once(self, key: str, build: Callable[[Kernel], T]) -> T:
+        """``build(self)``, computed the first time ``key`` is asked for and
+        kept in :attr:`memo` (per-kernel indexes: memmap, tasks, ...)."""
+        try:
+            return self.memo[key]  # type: ignore[return-value]
+        except KeyError:
+            value = self.memo[key] = build(self)
+            return value
 
     def enum(self, name: str) -> Optional[int]:
         return self.target.enum_value(name)

@@ -109,8 +109,4 @@ class MemMap:
 
 def memmap_of(k: Kernel) -> MemMap:
     """The :class:`MemMap` of a kernel, built once."""
-    mm = k.memo.get("memmap")
-    if mm is None:
-        mm = MemMap(k)
-        k.memo["memmap"] = mm
-    return mm  # type: ignore[return-value]
+    return k.once("memmap", MemMap)

@@ -310,8 +310,4 @@ class PageDecoder:
 
 def decoder_of(k: Kernel) -> PageDecoder:
     """The :class:`PageDecoder` of a kernel, built once."""
-    d = k.memo.get("decoder")
-    if d is None:
-        d = PageDecoder(k)
-        k.memo["decoder"] = d
-    return d  # type: ignore[return-value]
+    return k.once("decoder", PageDecoder)

@@ -221,11 +221,7 @@ def special_mms(k: Kernel) -> Dict[int, str]:
 
 def table_map(k: Kernel) -> TableMap:
     """The :class:`TableMap` of a kernel, built once."""
-    m = k.memo.get("user.pgtables")
-    if m is None:
-        m = TableMap(k)
-        k.memo["user.pgtables"] = m
-    return m  # type: ignore[return-value]
+    return k.once("user.pgtables", TableMap)
 
 
 def pgtable_owner(k: Kernel, pfn: int) -> Optional[Dict[str, object]]:

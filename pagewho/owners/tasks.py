@@ -221,11 +221,7 @@ class Tasks:
 
 def tasks_of(k: Kernel) -> Tasks:
     """The :class:`Tasks` of a kernel, walked once and kept in ``k.memo``."""
-    t = k.memo.get("user.tasks")
-    if t is None:
-        t = Tasks(k)
-        k.memo["user.tasks"] = t
-    return t  # type: ignore[return-value]
+    return k.once("user.tasks", Tasks)
 
 
 def proc_dicts(k: Kernel, mm: int) -> List[Dict[str, object]]:
