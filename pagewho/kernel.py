@@ -141,11 +141,13 @@ class Kernel:
         self.page_size = self.number("PAGESIZE") or int(self.vmcoreinfo.get("PAGESIZE", "4096"))
         self.page_shift = self.page_size.bit_length() - 1
         self.struct_page_size = self.sizeof("struct page")
-        self.page_offset = self._read_base("page_offset_base", 0xFFFF888000000000)
-        self.vmemmap = self._read_base("vmemmap_base", 0xFFFFEA0000000000)
-        self.vmalloc_start = self._read_base("vmalloc_base", 0xFFFFC90000000000)
-        self.phys_base = self._phys_base()
-        self.max_pfn = self._max_pfn()
+        # the KASLR-randomised bases (arch/x86/mm/kaslr.c), or their defaults
+        self.page_offset = self.var("page_offset_base", 0xFFFF888000000000)
+        self.vmemmap = self.var("vmemmap_base", 0xFFFFEA0000000000)
+        self.vmalloc_start = self.var("vmalloc_base", 0xFFFFC90000000000)
+        phys_base = self.number("phys_base")
+        self.phys_base = self.var("phys_base", 0) if phys_base is None else phys_base
+        self.max_pfn = self.var("max_pfn", 0)
 
     # -- debug-info lookups, memoised -------------------------------------
 
@@ -228,37 +230,17 @@ class Kernel:
     def cstring(self, address: int, limit: int = 256) -> bytes:
         return self.target.read_cstring(address, limit)
 
-    def _read_base(self, symbol: str, default: int) -> int:
-        """The value of a KASLR-randomised base variable (x86-64
-        arch/x86/mm/kaslr.c), or the unrandomised default."""
+    def var(self, symbol: str, default: int, size: int = 8) -> int:
+        """The value of the unsigned global variable ``symbol`` (``size``
+        bytes), or ``default`` when the kernel lacks it or the dump does
+        not hold it."""
         addr = self.sym_opt(symbol)
         if addr is None:
             return default
         try:
-            return self.u64(addr)
+            return int.from_bytes(self.read(addr, size), "little")
         except FaultError:
             return default
-
-    def _phys_base(self) -> int:
-        value = self.number("phys_base")
-        if value is not None:
-            return value
-        addr = self.sym_opt("phys_base")
-        if addr is not None:
-            try:
-                return self.u64(addr)
-            except FaultError:
-                pass
-        return 0
-
-    def _max_pfn(self) -> int:
-        addr = self.sym_opt("max_pfn")
-        if addr is not None:
-            try:
-                return self.u64(addr)
-            except FaultError:
-                pass
-        return 0
 
     # -- address translation (x86-64) -------------------------------------
 

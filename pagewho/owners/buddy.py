@@ -56,13 +56,7 @@ def pageblock_order(k: Kernel) -> int:
     else HUGETLB_PAGE_ORDER (9 on x86-64)."""
     v = k.memo.get("buddy.pb_order")
     if v is None:
-        v = 9
-        addr = k.sym_opt("pageblock_order")
-        if addr is not None:
-            try:
-                v = k.u32(addr)
-            except FaultError:
-                pass
+        v = k.var("pageblock_order", 9, 4)
         if not 0 < v < 20:
             v = 9
         k.memo["buddy.pb_order"] = v

@@ -160,13 +160,7 @@ def _kfence_page(k: Kernel, pfn: int, objects: int, c: _Cache) -> bool:
         return False
     pool = k.memo.get("slab.kfence")
     if pool is None:
-        pool = 0
-        addr = k.sym_opt("__kfence_pool")
-        if addr is not None:
-            try:
-                pool = k.u64(addr)
-            except FaultError:
-                pool = 0
+        pool = k.var("__kfence_pool", 0)
         k.memo["slab.kfence"] = pool
     if not pool:
         return False
