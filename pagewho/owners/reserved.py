@@ -53,9 +53,10 @@ def _sym(k: Kernel, names: Tuple[str, ...]) -> Optional[int]:
 
 def image_sections(k: Kernel) -> List[Tuple[str, int, int]]:
     """(name, first pfn, end pfn) of the kernel image's sections."""
-    memo = k.memo.get("reserved.sections")
-    if memo is not None:
-        return memo  # type: ignore[return-value]
+    return k.once("reserved.sections", _image_sections)
+
+
+def _image_sections(k: Kernel) -> List[Tuple[str, int, int]]:
     out: List[Tuple[str, int, int]] = []
     for name, starts, ends in _SECTIONS:
         a, b = _sym(k, starts), _sym(k, ends)
@@ -71,7 +72,6 @@ def image_sections(k: Kernel) -> List[Tuple[str, int, int]]:
         pa, pb = k.virt_to_pfn(text), k.virt_to_pfn(end - 1)
         if pa is not None and pb is not None:
             out.append(("kernel image", pa, pb + 1))
-    k.memo["reserved.sections"] = out
     return out
 
 

@@ -59,9 +59,10 @@ def _module_ranges(k: Kernel) -> List[Tuple[int, int, str]]:
     """(start, end, name) of every module's memory: ``mod->mem[]`` since
     v6.4 ("module: introduce module_memory"), ``core_layout`` and
     ``init_layout`` before.  One bounded walk of the ``modules`` list."""
-    memo = k.memo.get("vmalloc.modules")
-    if memo is not None:
-        return memo  # type: ignore[return-value]
+    return k.once("vmalloc.modules", _walk_modules)
+
+
+def _walk_modules(k: Kernel) -> List[Tuple[int, int, str]]:
     out: List[Tuple[int, int, str]] = []
     head = k.sym_opt("modules")
     M = "struct module"
@@ -91,7 +92,6 @@ def _module_ranges(k: Kernel) -> List[Tuple[int, int, str]]:
                         out.append((base, base + size, name))
             except FaultError:
                 continue
-    k.memo["vmalloc.modules"] = out
     return out
 
 
