@@ -21,6 +21,19 @@ def vmcore_of(s) -> str:
     raise AssertionError("sample %s has no vmcore file" % getattr(s, "release", "?"))
 
 
+def standin_session(standin, s, vmcore: str, monkeypatch, tmp_path) -> None:
+    """Put the stand-in crash on ``vmcore`` with pagewho registered the
+    documented way (PYKDUMPPATH + epython register.py), run from a scratch
+    directory."""
+    if standin.STATE.vmcore != os.path.abspath(vmcore):
+        standin.open_dump(vmcore, str(s.vmlinux))
+    standin.STATE.commands.pop("pagewho", None)
+    monkeypatch.setenv("PYKDUMPPATH", CRASHEXT)
+    monkeypatch.chdir(tmp_path)
+    standin.reset_audit()
+    assert standin.command("epython %s" % os.path.join(CRASHEXT, "register.py")) == ""
+
+
 def drgn_target(s, vmcore: Optional[str] = None):
     from pagewho.drgn_target import DrgnTarget
 

@@ -30,6 +30,7 @@ from crash_common import (
     drgn_target,
     planted_pfns,
     spread_pfns,
+    standin_session,
     uniq,
     vmcore_of,
 )
@@ -82,14 +83,7 @@ def crash_session(dump, monkeypatch, tmp_path):
     documented way (PYKDUMPPATH + epython register.py), run from a scratch
     directory."""
     s, vmcore = dump
-    if standin.STATE.vmcore != os.path.abspath(vmcore):
-        standin.open_dump(vmcore, str(s.vmlinux))
-    standin.STATE.commands.pop("pagewho", None)
-    monkeypatch.setenv("PYKDUMPPATH", CRASHEXT)
-    monkeypatch.chdir(tmp_path)
-    standin.reset_audit()
-    out = standin.command("epython %s" % os.path.join(CRASHEXT, "register.py"))
-    assert out == ""
+    standin_session(standin, s, vmcore, monkeypatch, tmp_path)
     yield s
     assert standin.STATE.forbidden == [], "adapter used undocumented PyKdump names"
     assert standin.STATE.tracebacks == [], standin.STATE.tracebacks[0][-2000:]

@@ -377,21 +377,14 @@ def test_summary_at_crash_prompt_equals_command_line(sample, monkeypatch, tmp_pa
     """``pagewho --summary --json`` typed at the stand-in crash prompt (the
     core over PykdumpTarget, tests/pykdump) gives the command line's
     document, except the time it took."""
-    import os
 
-    from crash_common import CRASHEXT, STANDIN, drgn_target, vmcore_of
+    from crash_common import STANDIN, drgn_target, standin_session, vmcore_of
 
     sys.path.insert(0, STANDIN)
     import standin
 
     vmcore = vmcore_of(sample)
-    if standin.STATE.vmcore != os.path.abspath(vmcore):
-        standin.open_dump(vmcore, str(sample.vmlinux))
-    standin.STATE.commands.pop("pagewho", None)
-    monkeypatch.setenv("PYKDUMPPATH", CRASHEXT)
-    monkeypatch.chdir(tmp_path)
-    standin.reset_audit()
-    assert standin.command("epython %s" % os.path.join(CRASHEXT, "register.py")) == ""
+    standin_session(standin, sample, vmcore, monkeypatch, tmp_path)
     got = json.loads(standin.command("pagewho --summary --json --top 5"))
     assert standin.STATE.tracebacks == [], standin.STATE.tracebacks[0][-2000:]
     out = []
